@@ -1,0 +1,295 @@
+"""Control-flow facts of a whole module: sites, direct targets, address-taken code, jump tables, return sites.
+
+One linear pass per function over `disasm_lite` output. Only branch instructions and instructions with a
+rip-relative or absolute operand are looked at twice; everything else is counted and passed by.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from dataclasses import dataclass, field
+
+from cfiguard.analysis.jumptables import JumpTable, find_jump_table
+from cfiguard.disasm.decode import Decoded, decode_range
+from cfiguard.disasm.functions import Function, code_gaps, discover_by_traversal, discover_functions
+from cfiguard.image.ehframe import Fde
+from cfiguard.image.elf import (
+    R_X86_64_64,
+    R_X86_64_GLOB_DAT,
+    R_X86_64_IRELATIVE,
+    R_X86_64_JUMP_SLOT,
+    R_X86_64_RELATIVE,
+    Image,
+)
+
+# Functions that never return. Return sites after calls to them get no RET label. Only names whose
+# contract is "does not return" in every libc/libstdc++ we know; a wrong entry would break programs.
+NORETURN = frozenset(
+    """abort exit _exit _Exit quick_exit __assert_fail __assert_perror_fail __stack_chk_fail __fortify_fail
+    __chk_fail longjmp _longjmp siglongjmp __longjmp_chk pthread_exit __cxa_throw __cxa_rethrow
+    __cxa_bad_cast __cxa_bad_typeid __cxa_throw_bad_array_new_length __cxa_pure_virtual
+    __cxa_deleted_virtual _Unwind_Resume err errx verr verrx __libc_start_main _ZSt9terminatev
+    __cxa_call_terminate __cxa_call_unexpected""".split()
+)
+
+RIP_REF = re.compile(r"\[rip ([+-]) (0x[0-9a-f]+|\d+)\]")
+HEX = re.compile(r"0x[0-9a-f]+")
+
+BRANCH_PREFIXES = ("notrack ", "bnd ", "repz ", "rep ")
+
+
+@dataclass(frozen=True)
+class Site:
+    """An indirect call, indirect jump or return in the original binary."""
+
+    addr: int
+    size: int
+    kind: str  # "call", "jmp", "ret"
+    function: int | None  # start of the containing function, None outside any function
+
+
+@dataclass
+class FunctionCode:
+    """A function with its linear decoding. `problem` says why it cannot be relocated (None: it can)."""
+
+    func: Function
+    dec: Decoded
+    starts: set[int]
+    problem: str | None = None
+    special: list[int] = field(default_factory=list)  # indices of branches and rip-relative instructions
+
+
+@dataclass
+class ModuleFacts:
+    image: Image
+    fdes: list[Fde]
+    functions: list[FunctionCode]
+    sites: list[Site]
+    gap_sites: list[Site]
+    direct_targets: dict[int, set[int | None]] = field(default_factory=dict)  # target -> source function starts
+    address_taken: set[int] = field(default_factory=set)
+    call_entries: set[int] = field(default_factory=set)  # exported, entry, init/fini, IRELATIVE resolvers
+    jump_tables: dict[int, JumpTable] = field(default_factory=dict)
+    noreturn_calls: set[int] = field(default_factory=set)
+    import_slots: dict[int, str] = field(default_factory=dict)  # GOT slot -> imported symbol name
+    plt_names: dict[int, str] = field(default_factory=dict)  # PLT stub address -> symbol name
+
+    def function_at(self, addr: int) -> FunctionCode | None:
+        from bisect import bisect_right
+
+        i = bisect_right(self._starts, addr) - 1
+        if i >= 0:
+            fc = self.functions[i]
+            if fc.func.start <= addr < fc.func.end:
+                return fc
+        return None
+
+    def is_insn_start(self, addr: int) -> bool:
+        fc = self.function_at(addr)
+        return fc is not None and addr in fc.starts
+
+    def __post_init__(self) -> None:
+        self._starts = [fc.func.start for fc in self.functions]
+
+
+def strip_prefix(mnem: str) -> str:
+    for p in BRANCH_PREFIXES:
+        if mnem.startswith(p) and mnem != "rep" and mnem != "repz":
+            return mnem[len(p) :]
+    return mnem
+
+
+def rip_target(addr: int, size: int, op: str) -> int | None:
+    m = RIP_REF.search(op)
+    if not m:
+        return None
+    disp = int(m.group(2), 0)
+    return addr + size + (disp if m.group(1) == "+" else -disp)
+
+
+def _decode_function(image: Image, f: Function) -> FunctionCode:
+    dec = decode_range(image.read(f.start, f.end - f.start), f.start)
+    problem = f.problem
+    if problem is None and not dec.complete:
+        stop = dec.addrs[-1] + dec.sizes[-1] if dec.addrs else f.start
+        problem = f"undecodable bytes at {stop:#x}"
+    return FunctionCode(f, dec, set(dec.addrs), problem)
+
+
+def analyze(image: Image, fdes: list[Fde]) -> ModuleFacts:
+    functions = discover_functions(image, fdes)
+    fcs = [_decode_function(image, f) for f in functions]
+    facts = ModuleFacts(image, fdes, fcs, [], [])
+    _imports(image, facts)
+    for fc in fcs:
+        _scan_function(image, facts, fc)
+    _data_references(image, facts)
+    _entries(image, facts)
+
+    # Code that no FDE or sized symbol describes: find functions in it from every known way in.
+    seeds = set(facts.direct_targets) | facts.address_taken | facts.call_entries | {s.addr for s in image.symbols}
+    found = []
+    for gap in _exec_gaps(image, functions):
+        found += discover_by_traversal(image, gap, seeds)
+    if found:
+        extra = [_decode_function(image, f) for f in found]
+        for fc in extra:
+            _scan_function(image, facts, fc)
+        functions = sorted(functions + found, key=lambda f: f.start)
+        facts.functions = sorted(fcs + extra, key=lambda fc: fc.func.start)
+        facts.__post_init__()
+        _entries(image, facts)
+    for fc in facts.functions:
+        _find_tables(image, facts, fc)
+    _gap_sites(image, facts, functions)
+    return facts
+
+
+def _exec_gaps(image: Image, functions: list[Function]) -> list[tuple[int, int]]:
+    """Gaps clipped to executable sections (when the file has section headers), so headers are not swept."""
+    exec_sections = [s for s in image.sections if s.executable and s.allocated and s.size]
+    out = []
+    for lo, hi in code_gaps(image, functions):
+        if not exec_sections:
+            out.append((lo, hi))
+        for sec in exec_sections:
+            a, b = max(lo, sec.vaddr), min(hi, sec.end)
+            if a < b:
+                out.append((a, b))
+    return out
+
+
+def _imports(image: Image, facts: ModuleFacts) -> None:
+    for r in image.relocations:
+        if r.type in (R_X86_64_JUMP_SLOT, R_X86_64_GLOB_DAT) and r.symbol:
+            facts.import_slots[r.addr] = r.symbol
+
+
+def _scan_function(image: Image, facts: ModuleFacts, fc: FunctionCode) -> None:
+    d = fc.dec
+    fstart = fc.func.start
+    pic = image.is_pic
+    direct = facts.direct_targets
+    taken = facts.address_taken
+    for i, mnem in enumerate(d.mnems):
+        op = d.ops[i]
+        first = mnem[0]
+        if first in "jcrlnb" and (
+            first == "j" or mnem.startswith(("call", "ret", "loop", "notrack", "bnd", "repz ret", "rep ret"))
+        ):
+            m = strip_prefix(mnem)
+            a, s = d.addrs[i], d.sizes[i]
+            fc.special.append(i)
+            if m == "ret":
+                facts.sites.append(Site(a, s, "ret", fstart))
+            elif m in ("call", "jmp"):
+                if op.startswith("0x"):
+                    direct.setdefault(int(op, 16), set()).add(fstart)
+                else:
+                    facts.sites.append(Site(a, s, m, fstart))
+                    if m == "jmp" and fc.func.is_plt and "rip" in op:
+                        t = rip_target(a, s, op)
+                        if t is not None and t in facts.import_slots:
+                            facts.plt_names.setdefault(_plt_entry(fc, a), facts.import_slots[t])
+            elif op.startswith("0x"):  # jcc, jrcxz, loop
+                direct.setdefault(int(op, 16), set()).add(fstart)
+            elif m.startswith(("ljmp", "lcall")):
+                fc.problem = fc.problem or f"far branch at {a:#x}"
+            continue
+        if "rip" in op:
+            fc.special.append(i)
+            t = rip_target(d.addrs[i], d.sizes[i], op)
+            if t is not None and image.is_code(t):
+                taken.add(t)
+        elif not pic and "0x" in op:
+            for h in HEX.findall(op):
+                v = int(h, 16)
+                if v >= 0x1000 and image.is_code(v):
+                    taken.add(v)
+        if mnem == "xbegin":
+            fc.problem = fc.problem or f"xbegin at {d.addrs[i]:#x}"
+
+
+def _plt_entry(fc: FunctionCode, addr: int) -> int:
+    """The start of the PLT entry holding `addr` (entries are 16 bytes; .plt.got may use 8)."""
+    size = 8 if fc.func.name == ".plt.got" and (fc.func.end - fc.func.start) % 16 else 16
+    return fc.func.start + (addr - fc.func.start) // size * size
+
+
+def _find_tables(image: Image, facts: ModuleFacts, fc: FunctionCode) -> None:
+    d = fc.dec
+    for i, mnem in enumerate(d.mnems):
+        if strip_prefix(mnem) == "jmp" and not d.ops[i].startswith("0x") and not fc.func.is_plt:
+            jt = find_jump_table(image, d.addrs, d.sizes, d.mnems, d.ops, i, facts.is_insn_start)
+            if jt is not None:
+                facts.jump_tables[jt.site] = jt
+
+
+def _gap_sites(image: Image, facts: ModuleFacts, functions: list[Function]) -> None:
+    """Sweep code outside known functions only to report the sites it may hold."""
+    for a, b in _exec_gaps(image, functions):
+        if True:
+            d = decode_range(image.read(a, b - a), a)
+            for i, mnem in enumerate(d.mnems):
+                m = strip_prefix(mnem)
+                op = d.ops[i]
+                if m == "ret" or (m in ("call", "jmp") and not op.startswith("0x")):
+                    facts.gap_sites.append(Site(d.addrs[i], d.sizes[i], "ret" if m == "ret" else m, None))
+                elif m in ("call", "jmp") or (m.startswith("j") and op.startswith("0x")):
+                    facts.direct_targets.setdefault(int(op, 16), set()).add(None)
+
+
+def _data_references(image: Image, facts: ModuleFacts) -> None:
+    """Code pointers stored in data: aligned words in non-executable segments, and relocation targets."""
+    taken = facts.address_taken
+    code = [(s.vaddr, s.vaddr + s.filesz) for s in image.code_segments]
+    lo = min(a for a, _ in code)
+    hi = max(b for _, b in code)
+    for seg in image.segments:
+        if seg.executable or seg.filesz < 8:
+            continue
+        start = (seg.vaddr + 7) & ~7
+        off = seg.offset + (start - seg.vaddr)
+        n = (seg.vaddr + seg.filesz - start) // 8
+        words = struct.unpack_from(f"<{n}Q", image.data, off)
+        for v in words:
+            if lo <= v < hi and any(a <= v < b for a, b in code):
+                taken.add(v)
+    for r in image.relocations:
+        if r.type in (R_X86_64_RELATIVE, R_X86_64_IRELATIVE):
+            if image.is_code(r.addend):
+                taken.add(r.addend)
+                if r.type == R_X86_64_IRELATIVE:
+                    facts.call_entries.add(r.addend)
+        elif r.type in (R_X86_64_64, R_X86_64_GLOB_DAT, R_X86_64_JUMP_SLOT) and r.symbol_value:
+            if image.is_code(r.symbol_value):
+                taken.add(r.symbol_value + (r.addend if r.type == R_X86_64_64 else 0))
+
+
+def _entries(image: Image, facts: ModuleFacts) -> None:
+    ce = facts.call_entries
+    if image.entry:
+        ce.add(image.entry)
+    ce.update(image.init_functions)
+    for s in image.symbols:
+        if s.exported and image.is_code(s.addr):
+            ce.add(s.addr)
+    # Calls to functions that never return: no return site after them.
+    names = dict(facts.plt_names)
+    for s in image.symbols:
+        names.setdefault(s.addr, s.name)
+    for fc in facts.functions:
+        d = fc.dec
+        for i, mnem in enumerate(d.mnems):
+            if mnem != "call" and strip_prefix(mnem) != "call":
+                continue
+            op = d.ops[i]
+            name = None
+            if op.startswith("0x"):
+                name = names.get(int(op, 16))
+            elif "rip" in op:
+                t = rip_target(d.addrs[i], d.sizes[i], op)
+                name = facts.import_slots.get(t) if t is not None else None
+            if name is not None and (name in NORETURN or name.startswith("_ZSt") and "__throw_" in name):
+                facts.noreturn_calls.add(d.addrs[i])

@@ -1,0 +1,53 @@
+"""Label assignment: which original addresses are valid targets of which kind of indirect transfer.
+
+Coarse classes, as in BinCFI and CCFIR. A label is a bit set, so one address can be valid for several kinds:
+- CALL: exported functions, the entry point, init/fini functions, IFUNC resolvers;
+- CALL|JMP: every address-taken code address (pointers in data, relocations, code references), since a
+  pointer can be called or tail-jumped through;
+- JMP: jump-table targets;
+- RET: the instruction after each call, except calls to functions that never return.
+Return sites of relocated code get their RET labels from the rewriter, at their new addresses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cfiguard.analysis.facts import ModuleFacts, strip_prefix
+
+RET, CALL, JMP = 1, 2, 4
+
+
+@dataclass(frozen=True)
+class Policy:
+    labels: dict[int, int]  # original address -> class bits
+    return_sites: frozenset[int]  # original addresses after calls that return
+
+
+def coarse_policy(facts: ModuleFacts) -> Policy:
+    labels: dict[int, int] = {}
+
+    def add(addr: int, bits: int) -> None:
+        labels[addr] = labels.get(addr, 0) | bits
+
+    for a in facts.call_entries:
+        add(a, CALL)
+    for a in facts.address_taken:
+        fc = facts.function_at(a)
+        if fc is None or a in fc.starts:  # inside a function: only instruction starts are targets
+            add(a, CALL | JMP)
+    for jt in facts.jump_tables.values():
+        for t in jt.targets:
+            add(t, JMP)
+    rets = set()
+    for fc in facts.functions:
+        d = fc.dec
+        for i in fc.special:
+            if strip_prefix(d.mnems[i]) == "call" and d.addrs[i] not in facts.noreturn_calls:
+                rets.add(d.addrs[i] + d.sizes[i])
+    for s in facts.gap_sites:
+        if s.kind == "call":
+            rets.add(s.addr + s.size)
+    for a in rets:
+        add(a, RET)
+    return Policy(labels, frozenset(rets))

@@ -1,0 +1,41 @@
+"""JSON report of a harden run: every site with its outcome, and every function left in place with why."""
+
+from __future__ import annotations
+
+import json
+
+REPORT_FORMAT = 1
+
+
+def harden_report(result) -> dict:
+    return {
+        "format": REPORT_FORMAT,
+        "tool": "cfiguard",
+        "input": result.input,
+        "output": result.output,
+        "counts": result.counts,
+        "functions": {"found": result.functions, "relocated": result.relocated},
+        "seconds": round(result.seconds, 3),
+        "sites": [
+            {"address": s.addr, "kind": s.kind, "outcome": s.outcome, "method": s.method, "reason": s.reason}
+            for s in result.sites
+        ],
+        "functions_not_relocated": [
+            {"address": a, "name": n, "reason": r} for a, n, r in result.not_relocated
+        ],
+    }
+
+
+def write_json(path: str, doc: dict) -> None:
+    from cfiguard.rewrite.writer import write_atomically
+
+    write_atomically(path, (json.dumps(doc, indent=1) + "\n").encode(), 0o644)
+
+
+def summary_line(result) -> str:
+    c = result.counts
+    return (
+        f"cfiguard: {result.input}: {c['found']} sites, {c['guarded']} guarded, {c['safe']} proven safe, "
+        f"{c['unguarded']} unguarded; {result.relocated}/{result.functions} functions relocated "
+        f"in {result.seconds:.2f}s"
+    )

@@ -1,0 +1,111 @@
+"""Inline guard templates.
+
+Each template is assembled ONCE by keystone (at first use) with placeholder field values; capstone then finds
+the instruction offsets of its fields, and every site is produced by copying the template and patching those
+fields. That keeps per-site cost to a few slice assignments, and keeps the encodings fixed, so the verifier can
+match each guard as one unit. docs/guards.md lists the bytes and the safety argument of each.
+
+Common check, with `r11` holding the branch target T:
+
+    lea   r10, [rip + LO]          ; runtime start of the module's code range
+    sub   r11, r10                 ; r11 = T - lo
+    cmp   r11, SIZE                ; outside [lo, hi)?
+    jae   .ok                      ; cross-module target: allowed (coarse policy)
+    test  byte [r10 + r11 + D], MASK
+    jz    .violation               ; rel32 to this site's violation stub
+  .ok:
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import capstone
+
+from cfiguard.errors import RewriteError
+
+RET, CALL, JMP = 1, 2, 4
+CALL_MASK = CALL
+JMP_MASK = CALL | JMP
+RET_MASK = RET
+
+KIND_CODE = {"call": 0, "jmp": 1, "ret": 2}
+
+_CHECK = """
+lea r10, [rip + 0x11223344]
+sub r11, r10
+cmp r11, 0x22334455
+jae ok
+test byte ptr [r10 + r11 + 0x33445566], 0x77
+jz 0x40000000
+ok:
+"""
+
+_TEMPLATES = {
+    # mov r11, [rsp] is fixed; the ret itself is appended by the emitter (plain or with imm16).
+    "ret": "mov r11, qword ptr [rsp]\n" + _CHECK,
+    # The caller-supplied `mov r11, <operand>` precedes these.
+    "call": _CHECK + "add r11, r10\ncall r11\n",
+    "tailjmp": _CHECK + "add r11, r10\njmp r11\n",
+    "preserve_head": "lea rsp, [rsp - 128]\npush r11\npush r10\npushfq\n",
+    "preserve": _CHECK + "popfq\npop r10\npop r11\nlea rsp, [rsp + 0x80]\n",
+}
+
+PRESERVE_STACK = 128 + 24  # red zone + r11, r10, rflags
+
+
+@dataclass(frozen=True)
+class Template:
+    code: bytes
+    lo_field: int  # disp32 of lea r10, [rip + LO]; rip = offset lo_field + 4
+    size_field: int  # imm32 of cmp
+    d_field: int  # disp32 of test
+    mask_field: int  # imm8 of test
+    viol_field: int  # rel32 of jz; rip = offset viol_field + 4
+
+
+@lru_cache(maxsize=None)
+def template(name: str) -> Template:
+    import keystone
+
+    try:
+        ks = keystone.Ks(keystone.KS_ARCH_X86, keystone.KS_MODE_64)
+        encoding, _ = ks.asm(_TEMPLATES[name], 0)
+    except keystone.KsError as e:  # pragma: no cover - a broken keystone install
+        raise RewriteError(f"keystone failed on guard template {name}: {e}") from None
+    code = bytes(encoding)
+    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    fields = {}
+    for addr, size, mnem, op in md.disasm_lite(code, 0):
+        if mnem == "lea" and op.startswith("r10, [rip"):
+            fields["lo"] = addr + size - 4
+        elif mnem == "cmp":
+            fields["size"] = addr + size - 4
+        elif mnem == "test":
+            fields["d"] = addr + size - 5
+            fields["mask"] = addr + size - 1
+        elif mnem == "je":
+            if size != 6:
+                raise RewriteError("guard template: jz is not rel32")
+            fields["viol"] = addr + size - 4
+    if name in ("preserve_head",):
+        return Template(code, -1, -1, -1, -1, -1)
+    return Template(code, fields["lo"], fields["size"], fields["d"], fields["mask"], fields["viol"])
+
+
+def instantiate(t: Template, at: int, lo: int, size: int, d: int, mask: int, viol: int) -> bytearray:
+    """Template `t` placed at address `at`, checking against [lo, lo+size), table distance d, violation stub viol."""
+    b = bytearray(t.code)
+    b[t.lo_field : t.lo_field + 4] = _s32(lo - (at + t.lo_field + 4))
+    b[t.size_field : t.size_field + 4] = _s32(size)
+    b[t.d_field : t.d_field + 4] = _s32(d)
+    b[t.mask_field] = mask
+    b[t.viol_field : t.viol_field + 4] = _s32(viol - (at + t.viol_field + 4))
+    return b
+
+
+def _s32(v: int) -> bytes:
+    if not -(1 << 31) <= v < (1 << 31):
+        raise RewriteError(f"value {v:#x} does not fit a 32-bit field")
+    return (v & 0xFFFFFFFF).to_bytes(4, "little")

@@ -1,0 +1,367 @@
+"""The rewrite: decide which functions move, lay out the new code, and produce every byte of the output.
+
+Declare, then apply: this module turns facts and policy into a `Rewritten` value (new segments, patches to old
+code, per-site outcomes). `writer.py` is the only place that turns it into a file.
+
+Order of work, chosen so that every address is known before any byte that depends on it is emitted:
+1. plan each function with sites (sizes only) and choose the relocated set (forwarding jumps must fit);
+2. lay out new code at `code_vaddr`: functions (16-byte aligned), then violation stubs, then the handler;
+3. build LSDAs and `.eh_frame` for the moved functions (their sizes do not depend on their address);
+4. place the label table after them: D = table - lo;
+5. emit code, stubs and labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cfiguard.analysis.facts import ModuleFacts
+from cfiguard.disasm.decode import decode_range
+from cfiguard.errors import CfiguardError, RewriteError
+from cfiguard.image.lsda import parse_lsda
+from cfiguard.policy.labels import CALL, JMP, RET, Policy
+from cfiguard.rewrite.handler import handler_code
+from cfiguard.rewrite.relocate import (
+    VIOL_STUB_SIZE,
+    FunctionPlan,
+    Layout,
+    emit_function,
+    plan_function,
+    violation_stub,
+)
+from cfiguard.rewrite.stubs import StubLayout, place_stubs, render_stubs
+from cfiguard.rewrite.unwind import FdeOut, build_eh_frame, build_eh_frame_hdr, build_lsda, remap_cfa_program
+
+PAGE = 0x1000
+FUNC_ALIGN = 16
+PADDING_MNEMONICS = frozenset(("nop", "int3", "xchg"))
+
+
+def _align(v: int, a: int) -> int:
+    return (v + a - 1) & -a
+
+
+@dataclass(frozen=True)
+class SiteOutcome:
+    addr: int
+    kind: str
+    outcome: str  # guarded, safe, unguarded
+    method: str | None  # inline (relocated function), trampoline, switch
+    reason: str | None
+
+
+@dataclass
+class Rewritten:
+    code_vaddr: int
+    code: bytes
+    rodata_vaddr: int
+    rodata: bytes
+    table_vaddr: int
+    table: bytes
+    patches: list[tuple[int, bytes]]
+    eh_frame_hdr: tuple[int, int] | None  # (vaddr, size) of the new header, None when nothing moved
+    layout: Layout
+    sites: list[SiteOutcome]
+    not_relocated: list[tuple[int, str | None, str]]
+    relocated: int
+    manifest: dict = field(default_factory=dict)
+
+
+def rewrite(facts: ModuleFacts, policy: Policy, code_vaddr: int) -> Rewritten:
+    image = facts.image
+    plans = _choose(facts, policy)
+    # --- 2. layout
+    cur = code_vaddr
+    for p in plans.values():
+        cur = _align(cur, FUNC_ALIGN)
+        p.new_start = cur
+        cur += p.size
+    n_sites = sum(sum(1 for s in p.specials if s.kind in ("ret", "icall", "tailjmp", "preserve")) for p in plans.values())
+    stubs_vaddr = _align(cur, FUNC_ALIGN)
+    handler_vaddr = stubs_vaddr + n_sites * VIOL_STUB_SIZE
+    code_end = handler_vaddr + len(handler_code())
+    lo = min(s.vaddr for s in image.code_segments)
+    size = code_end - lo
+
+    # --- 3. unwind data
+    rodata_vaddr = _align(code_end, PAGE)
+    lsdas, fde_outs = _unwind(facts, plans, rodata_vaddr)
+    lsda_blob = b"".join(b for _, b in lsdas)
+    eh_vaddr = _align(rodata_vaddr + len(lsda_blob), 8)
+    eh_frame, new_entries = build_eh_frame(fde_outs, eh_vaddr)
+    hdr_vaddr = _align(eh_vaddr + len(eh_frame), 8)
+    moved = {p.start for p in plans.values()}
+    table_entries = [(f.pc_begin, f.vaddr) for f in facts.fdes if f.pc_begin not in moved] + new_entries
+    table_entries.sort()
+    hdr = build_eh_frame_hdr(table_entries, hdr_vaddr, eh_vaddr) if plans and image.eh_frame_hdr else b""
+    rodata = bytearray(lsda_blob)
+    rodata += bytes(eh_vaddr - rodata_vaddr - len(rodata)) + eh_frame
+    rodata += bytes(hdr_vaddr - rodata_vaddr - len(rodata)) + hdr
+
+    # --- 4. table
+    table_vaddr = _align(rodata_vaddr + len(rodata), PAGE)
+    layout = Layout(lo, size, table_vaddr - lo)
+
+    # --- 5. emit
+    stub_index: dict[int, int] = {}
+
+    def viol_stub(site: int, kind: str) -> int:
+        k = stub_index.setdefault(site, len(stub_index))
+        return stubs_vaddr + k * VIOL_STUB_SIZE
+
+    stub_kinds: dict[int, str] = {}
+    resolve = _resolver(facts, plans)
+    return_labels: list[int] = []
+    code = bytearray()
+    for p in plans.values():
+        code += b"\xcc" * (p.new_start - code_vaddr - len(code))
+        code += emit_function(p, facts, layout, resolve, lambda s, k: (stub_kinds.setdefault(s, k), viol_stub(s, k))[1],
+                              return_labels)
+    code += b"\xcc" * (stubs_vaddr - code_vaddr - len(code))
+    for site, k in stub_index.items():
+        at = stubs_vaddr + k * VIOL_STUB_SIZE
+        code += violation_stub(at, site, stub_kinds[site], lo, handler_vaddr)
+    if len(stub_index) != n_sites:
+        raise RewriteError(f"planned {n_sites} guarded sites, emitted {len(stub_index)}")
+    code += handler_code()
+    assert code_vaddr + len(code) == code_end
+
+    table = bytearray(size)
+    for addr, bits in _labels(facts, policy, plans):
+        table[addr - lo] |= bits
+    for addr in return_labels:
+        table[addr - lo] |= RET
+
+    patches = _old_code_patches(facts, plans)
+    patches += _cet_patch(image)
+    sites, not_relocated = _outcomes(facts, plans)
+    return Rewritten(
+        code_vaddr=code_vaddr,
+        code=bytes(code),
+        rodata_vaddr=rodata_vaddr,
+        rodata=bytes(rodata),
+        table_vaddr=table_vaddr,
+        table=bytes(table),
+        patches=patches,
+        eh_frame_hdr=(hdr_vaddr, len(hdr)) if hdr else None,
+        layout=layout,
+        sites=sites,
+        not_relocated=not_relocated,
+        relocated=len(plans),
+        manifest={
+            "format": 1,
+            "lo": lo,
+            "size": size,
+            "table": table_vaddr,
+            "table_distance": table_vaddr - lo,
+            "code": [code_vaddr, code_end],
+            "violation_stubs": [stubs_vaddr, handler_vaddr],
+            "handler": handler_vaddr,
+            "classes": {"ret": RET, "call": CALL, "jmp": JMP},
+        },
+    )
+
+
+# --------------------------------------------------------------------------------------------- choosing
+
+
+@dataclass
+class _Choice:
+    plans: dict[int, FunctionPlan]
+    stubs: dict[int, tuple[StubLayout, int]]  # function start -> (layout, end of rendered old region)
+    rejected: dict[int, str]
+
+
+def _choose(facts: ModuleFacts, policy: Policy) -> dict[int, FunctionPlan]:
+    """Plan every function that holds a site; drop those whose forwarding jumps cannot be placed, to a fixpoint."""
+    with_sites = {s.function for s in facts.sites}
+    plans: dict[int, FunctionPlan] = {}
+    facts.rejected = {}
+    for fc in facts.functions:
+        start = fc.func.start
+        if start not in with_sites:
+            continue
+        if fc.problem:
+            facts.rejected[start] = fc.problem
+            continue
+        try:
+            plans[start] = plan_function(fc, facts)
+        except CfiguardError as e:
+            facts.rejected[start] = str(e)
+    limits = _old_limits(facts)
+    while True:
+        changed = False
+        entries = _entries(facts, policy, plans)
+        facts.stub_layouts = {}
+        for start in list(plans):
+            fc = plans[start].fc
+            reason = _entry_problem(fc, entries.get(start, set()))
+            if reason is None:
+                lay = place_stubs(sorted(entries.get(start, {start}) | {start}), start, limits[start])
+                if isinstance(lay, str):
+                    reason = lay
+                else:
+                    facts.stub_layouts[start] = lay
+            if reason is not None:
+                facts.rejected[start] = reason
+                del plans[start]
+                changed = True
+        if not changed:
+            return dict(sorted(plans.items()))
+
+
+def _entry_problem(fc, entries: set[int]) -> str | None:
+    for e in entries:
+        if e not in fc.starts:
+            return f"entry {e:#x} is not an instruction start"
+    return None
+
+
+def _entries(facts: ModuleFacts, policy: Policy, plans: dict[int, FunctionPlan]) -> dict[int, set[int]]:
+    """Old addresses inside each relocated function that something other than its own new code may reach."""
+    out: dict[int, set[int]] = {s: {s, *plans[s].fc.func.extra_entries} for s in plans}
+
+    def add(addr: int, strict: bool) -> None:
+        fc = facts.function_at(addr)
+        if fc is None or fc.func.start not in plans:
+            return
+        if strict or addr in fc.starts:
+            out[fc.func.start].add(addr)
+
+    for addr, bits in policy.labels.items():
+        if bits & (CALL | JMP):
+            add(addr, False)
+    for t, sources in facts.direct_targets.items():
+        fc = facts.function_at(t)
+        if fc is None or fc.func.start not in plans:
+            continue
+        if any(src is None or src not in plans for src in sources) or t not in fc.starts:
+            add(t, True)
+    for s in facts.image.symbols:
+        add(s.addr, True)
+    return out
+
+
+def _old_limits(facts: ModuleFacts) -> dict[int, int]:
+    """How far forwarding jumps of each function may extend: its end, plus the nop/int3 padding after it."""
+    limits = {}
+    fcs = facts.functions
+    image = facts.image
+    for k, fc in enumerate(fcs):
+        end = fc.func.end
+        nxt = fcs[k + 1].func.start if k + 1 < len(fcs) else end
+        seg = image.segment_at(fc.func.start)
+        nxt = min(nxt, seg.vaddr + seg.filesz) if seg else end
+        limit = end
+        if end < nxt <= end + 64:
+            d = decode_range(image.read(end, nxt - end), end)
+            if d.complete and all(m in PADDING_MNEMONICS for m in d.mnems):
+                limit = nxt
+        limits[fc.func.start] = limit
+    return limits
+
+
+def _resolver(facts: ModuleFacts, plans: dict[int, FunctionPlan]):
+    def resolve(target: int) -> int:
+        fc = facts.function_at(target)
+        if fc is not None and fc.func.start in plans and target in fc.starts:
+            return plans[fc.func.start].new_addr(target)
+        return target
+
+    return resolve
+
+
+# --------------------------------------------------------------------------------------------- unwind
+
+
+def _unwind(facts: ModuleFacts, plans: dict[int, FunctionPlan], rodata_vaddr: int):
+    lsdas: list[tuple[int, bytes]] = []
+    fde_outs: list[FdeOut] = []
+    cur = rodata_vaddr
+    for p in plans.values():
+        fde = p.fc.func.fde
+        if fde is None:
+            continue
+        cie = fde.cie
+        instrs = remap_cfa_program(fde.instructions, p.start, p.new_start, p.new_addr, cie.code_align,
+                                   cie.fde_encoding)
+        lsda_addr = None
+        if fde.lsda:
+            lsda = parse_lsda(facts.image.read, fde.lsda, p.start)
+            blob = build_lsda(lsda, p.start, p.new_start, p.new_addr, cur)
+            lsdas.append((cur, blob))
+            lsda_addr = cur
+            cur = _align(cur + len(blob), 4)
+            lsdas[-1] = (lsdas[-1][0], blob + bytes(cur - lsda_addr - len(blob)))
+        fde_outs.append(FdeOut(cie, p.new_start, p.size, instrs, lsda_addr))
+    return lsdas, fde_outs
+
+
+# --------------------------------------------------------------------------------------------- labels, patches
+
+
+def _labels(facts: ModuleFacts, policy: Policy, plans: dict[int, FunctionPlan]):
+    """Old-address labels: forward classes everywhere; RET only where the calling code stays in place."""
+    for addr, bits in policy.labels.items():
+        fc = facts.function_at(addr)
+        if fc is not None and fc.func.start in plans:
+            bits &= ~RET
+        if bits:
+            yield addr, bits
+
+
+def _old_code_patches(facts: ModuleFacts, plans: dict[int, FunctionPlan]) -> list[tuple[int, bytes]]:
+    patches = []
+    for start, p in plans.items():
+        lay = facts.stub_layouts[start]
+        end = max([p.fc.func.end] + [e + 5 for e in lay.long] + [s + 5 for _, s in lay.short])
+        patches.append((start, bytes(render_stubs(lay, start, end - start, p.new_addr))))
+    return patches
+
+
+def _cet_patch(image) -> list[tuple[int, bytes]]:
+    """Clear the IBT bit of GNU_PROPERTY_X86_FEATURE_1_AND: forwarded targets carry no endbr64."""
+    import struct
+
+    sec = image.section(".note.gnu.property")
+    if sec is None or not sec.allocated:
+        return []
+    data = bytearray(image.read(sec.vaddr, sec.size))
+    pos = 0
+    changed = False
+    while pos + 12 <= len(data):
+        namesz, descsz, ntype = struct.unpack_from("<III", data, pos)
+        name_end = pos + 12 + _align(namesz, 4)
+        desc = name_end
+        if ntype == 5 and data[pos + 12 : pos + 12 + namesz].rstrip(b"\0") == b"GNU":
+            q = desc
+            while q + 8 <= desc + descsz:
+                pr_type, pr_size = struct.unpack_from("<II", data, q)
+                if pr_type == 0xC0000002 and pr_size >= 4:
+                    (bits,) = struct.unpack_from("<I", data, q + 8)
+                    if bits & 1:
+                        struct.pack_into("<I", data, q + 8, bits & ~1)
+                        changed = True
+                q += 8 + _align(pr_size, 8)
+        pos = desc + _align(descsz, 8 if sec.size % 8 == 0 else 4)
+    return [(sec.vaddr, bytes(data))] if changed else []
+
+
+def _outcomes(facts: ModuleFacts, plans: dict[int, FunctionPlan]):
+    guarded = {}
+    for p in plans.values():
+        for addr, kind, method in p.sites:
+            guarded[addr] = (kind, method)
+    sites = []
+    for s in facts.sites:
+        if s.addr in guarded:
+            sites.append(SiteOutcome(s.addr, s.kind, "guarded", guarded[s.addr][1], None))
+        else:
+            reason = facts.rejected.get(s.function, "function not relocated")
+            sites.append(SiteOutcome(s.addr, s.kind, "unguarded", None, f"in function {s.function:#x}: {reason}"))
+    for s in facts.gap_sites:
+        sites.append(SiteOutcome(s.addr, s.kind, "unguarded", None, "code outside any known function"))
+    sites.sort(key=lambda s: s.addr)
+    names = {fc.func.start: fc.func.name for fc in facts.functions}
+    not_relocated = sorted((a, names.get(a), r) for a, r in facts.rejected.items())
+    return sites, not_relocated
