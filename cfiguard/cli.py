@@ -24,7 +24,9 @@ def _fail(e: CfiguardError) -> None:
 def harden(
     input: Path = typer.Argument(..., help="ELF executable or shared library to harden (never modified)."),
     output: Path = typer.Option(..., "-o", "--output", help="Where to write the hardened binary."),
-    strict: bool = typer.Option(False, "--strict", help="Fail (exit 1, no output) if any site stays unguarded."),
+    strict: bool = typer.Option(
+        False, "--strict", help="Fail (exit 1, no output) if any site stays unguarded."
+    ),
     report: Path | None = typer.Option(None, "--report", help="Write a JSON report of every site here."),
 ) -> None:
     """Harden INPUT into OUTPUT: every indirect call, indirect jump and return checks its target's label."""

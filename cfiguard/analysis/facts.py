@@ -10,7 +10,7 @@ import re
 import struct
 from dataclasses import dataclass, field
 
-from cfiguard.analysis.jumptables import JumpTable, find_jump_table
+from cfiguard.analysis.jumptables import JumpTable, UnresolvedTable, find_jump_table
 from cfiguard.disasm.decode import Decoded, decode_range
 from cfiguard.disasm.functions import Function, code_gaps, discover_by_traversal, discover_functions
 from cfiguard.image.ehframe import Fde
@@ -67,7 +67,9 @@ class ModuleFacts:
     functions: list[FunctionCode]
     sites: list[Site]
     gap_sites: list[Site]
-    direct_targets: dict[int, set[int | None]] = field(default_factory=dict)  # target -> source function starts
+    direct_targets: dict[int, set[int | None]] = field(
+        default_factory=dict
+    )  # target -> source function starts
     address_taken: set[int] = field(default_factory=set)
     call_entries: set[int] = field(default_factory=set)  # exported, entry, init/fini, IRELATIVE resolvers
     jump_tables: dict[int, JumpTable] = field(default_factory=dict)
@@ -128,7 +130,9 @@ def analyze(image: Image, fdes: list[Fde]) -> ModuleFacts:
     _entries(image, facts)
 
     # Code that no FDE or sized symbol describes: find functions in it from every known way in.
-    seeds = set(facts.direct_targets) | facts.address_taken | facts.call_entries | {s.addr for s in image.symbols}
+    seeds = sorted(
+        set(facts.direct_targets) | facts.address_taken | facts.call_entries | {s.addr for s in image.symbols}
+    )
     found = []
     for gap in _exec_gaps(image, functions):
         found += discover_by_traversal(image, gap, seeds)
@@ -221,7 +225,11 @@ def _find_tables(image: Image, facts: ModuleFacts, fc: FunctionCode) -> None:
     d = fc.dec
     for i, mnem in enumerate(d.mnems):
         if strip_prefix(mnem) == "jmp" and not d.ops[i].startswith("0x") and not fc.func.is_plt:
-            jt = find_jump_table(image, d.addrs, d.sizes, d.mnems, d.ops, i, facts.is_insn_start)
+            try:
+                jt = find_jump_table(image, d.addrs, d.sizes, d.mnems, d.ops, i, facts.is_insn_start)
+            except UnresolvedTable as e:
+                fc.problem = fc.problem or str(e)
+                continue
             if jt is not None:
                 facts.jump_tables[jt.site] = jt
 
@@ -281,8 +289,8 @@ def _entries(image: Image, facts: ModuleFacts) -> None:
         names.setdefault(s.addr, s.name)
     for fc in facts.functions:
         d = fc.dec
-        for i, mnem in enumerate(d.mnems):
-            if mnem != "call" and strip_prefix(mnem) != "call":
+        for i in fc.special:
+            if strip_prefix(d.mnems[i]) != "call":
                 continue
             op = d.ops[i]
             name = None

@@ -25,6 +25,11 @@ LOOKBACK = 16
 
 _RIP_LEA = re.compile(r"^(\w+), \[rip ([+-]) (0x[0-9a-f]+|\d+)\]$")
 _ABS_INDEXED = re.compile(r"qword ptr \[(\w+)\*8 \+ (0x[0-9a-f]+)\]$")
+_REL_LOAD = re.compile(r"^\w+, dword ptr \[(\w+) \+ \w+\*4\]$")
+
+
+class UnresolvedTable(Exception):
+    """An indirect jmp that loads its target from a table this module could not find."""
 
 
 @dataclass(frozen=True)
@@ -49,10 +54,15 @@ def find_jump_table(
     m = _ABS_INDEXED.search(ops[i])
     if m:
         return _read_table(image, site, int(m.group(2), 16), 8, is_target)
+    base_reg = None
     for j in range(i - 1, max(-1, i - LOOKBACK), -1):
         mn = mnems[j]
         if mn in ("ret", "jmp") or mn.startswith("call"):
             break
+        if mn == "movsxd" and base_reg is None:
+            m = _REL_LOAD.match(ops[j])
+            if m:
+                base_reg = m.group(1)
         if mn == "mov":
             m = _ABS_INDEXED.search(ops[j])
             if m:
@@ -65,10 +75,25 @@ def find_jump_table(
                 jt = _read_table(image, site, table, 4, is_target)
                 if jt is not None:
                     return jt
+    if base_reg is not None:
+        # The table base was loaded further away (hoisted out of a loop): take the nearest `lea base, [rip+T]`
+        # before the jmp, then after it.
+        order = list(range(i - 1, -1, -1)) + list(range(i + 1, len(addrs)))
+        for j in order:
+            if mnems[j] == "lea" and ops[j].startswith(base_reg + ", [rip"):
+                m = _RIP_LEA.match(ops[j])
+                if m:
+                    disp = int(m.group(3), 0) * (1 if m.group(2) == "+" else -1)
+                    jt = _read_table(image, site, addrs[j] + sizes[j] + disp, 4, is_target)
+                    if jt is not None:
+                        return jt
+        raise UnresolvedTable(f"jump table of the jmp at {site:#x} not found (base {base_reg})")
     return None
 
 
-def _read_table(image: Image, site: int, table: int, size: int, is_target: Callable[[int], bool]) -> JumpTable | None:
+def _read_table(
+    image: Image, site: int, table: int, size: int, is_target: Callable[[int], bool]
+) -> JumpTable | None:
     seg = image.segment_at(table)
     if seg is None or seg.executable:
         return None

@@ -41,7 +41,9 @@ def discover_functions(image: Image, fdes: list[Fde]) -> list[Function]:
     cands: list[Function] = []
     for fde in fdes:
         if fde.pc_range > 0 and image.is_code(fde.pc_begin):
-            cands.append(Function(fde.pc_begin, fde.pc_begin + fde.pc_range, names.get(fde.pc_begin), "fde", fde))
+            cands.append(
+                Function(fde.pc_begin, fde.pc_begin + fde.pc_range, names.get(fde.pc_begin), "fde", fde)
+            )
     fde_starts = {f.start for f in cands}
     for s in image.symbols:
         if s.size > 0 and s.addr not in fde_starts and image.is_code(s.addr):
@@ -76,7 +78,9 @@ def discover_functions(image: Image, fdes: list[Fde]) -> list[Function]:
 
 
 def _with_entry(f: Function, addr: int) -> Function:
-    return Function(f.start, f.end, f.name, f.source, f.fde, tuple(sorted({*f.extra_entries, addr})), f.problem)
+    return Function(
+        f.start, f.end, f.name, f.source, f.fde, tuple(sorted({*f.extra_entries, addr})), f.problem
+    )
 
 
 def _with_problem(f: Function, problem: str) -> Function:
@@ -103,7 +107,7 @@ def code_gaps(image: Image, functions: list[Function]) -> list[tuple[int, int]]:
 _STOP = ("ret", "jmp", "hlt", "ud2", "int3")
 
 
-def discover_by_traversal(image: Image, gap: tuple[int, int], seeds: set[int]) -> list[Function]:
+def discover_by_traversal(image: Image, gap: tuple[int, int], seeds: list[int]) -> list[Function]:
     """Functions in a gap (code no FDE or sized symbol describes), found by recursive descent from seeds.
 
     Typical case: crtstuff's register_tm_clones / frame_dummy, which have no FDE and, once stripped, no
@@ -111,11 +115,15 @@ def discover_by_traversal(image: Image, gap: tuple[int, int], seeds: set[int]) -
     reaches becomes one function with every seed as an entry, provided a linear sweep of that region agrees
     with the traversal (same instruction starts); otherwise it stays a gap and its sites are reported.
     """
+    from bisect import bisect_left
+
     from cfiguard.disasm.decode import decode_range
 
     lo, hi = gap
+    todo = seeds[bisect_left(seeds, lo) : bisect_left(seeds, hi)]
+    if not todo:
+        return []
     code = image.read(lo, hi - lo)
-    todo = sorted(s for s in seeds if lo <= s < hi)
     seen: dict[int, int] = {}
     entries = set(todo)
     while todo:

@@ -36,6 +36,7 @@ __all__ = [
     "parse_eh_frame_hdr",
     "decode_cfa_program",
     "cfa_program_without_trailing_nops",
+    "scan_cfa_program",
     "CFA_NAMES",
 ]
 
@@ -236,18 +237,76 @@ def decode_cfa_program(program: bytes, fde_encoding: int = DW_EH_PE_absptr) -> l
     return out
 
 
+def scan_cfa_program(program: bytes, fde_encoding: int = DW_EH_PE_absptr) -> list[tuple[int, int, int, int]]:
+    """Split a CFA program into ``(offset, end, opcode, value)`` without building operand objects.
+
+    ``value`` is the advance in code-alignment units for the advance opcodes (``0x40``, ``0x02``-``0x04``,
+    ``0x1d``), the stored operand for ``DW_CFA_set_loc``, and 0 otherwise. This is the fast path used when
+    rewriting every FDE of a large binary, where only the advances change and everything else is copied
+    as raw bytes; :func:`decode_cfa_program` is the full decoder. Same errors as the full decoder.
+    """
+    out: list[tuple[int, int, int, int]] = []
+    append = out.append
+    pos = 0
+    n = len(program)
+    try:
+        while pos < n:
+            start = pos
+            op = program[pos]
+            pos += 1
+            high = op & 0xC0
+            if high == 0x40:
+                append((start, pos, 0x40, op & 0x3F))
+                continue
+            if high == 0xC0:
+                append((start, pos, 0xC0, 0))
+                continue
+            if high == 0x80:
+                while program[pos] & 0x80:
+                    pos += 1
+                pos += 1
+                append((start, pos, 0x80, 0))
+                continue
+            if op == 0x01:
+                value, pos = read_raw(program, pos, fde_encoding)
+                append((start, pos, op, value))
+                continue
+            layout = _OPERANDS.get(op)
+            if layout is None:
+                raise UnwindError(f"unknown CFA opcode {op:#04x} at offset {start:#x}")
+            value = 0
+            for kind in layout:
+                if kind == "u" or kind == "s":
+                    while program[pos] & 0x80:
+                        pos += 1
+                    pos += 1
+                elif kind == "b":
+                    size, pos = read_uleb128(program, pos)
+                    pos += size
+                else:
+                    st = _FIXED_OPERAND[kind]
+                    value = st.unpack_from(program, pos)[0]
+                    pos += st.size
+            if pos > n:
+                raise IndexError
+            append((start, pos, op, value))
+    except (IndexError, struct.error):
+        raise UnwindError(f"truncated CFA instruction at offset {start:#x}") from None
+    return out
+
+
 def cfa_program_without_trailing_nops(program: bytes, fde_encoding: int = DW_EH_PE_absptr) -> bytes:
     """Return ``program`` minus its trailing ``DW_CFA_nop`` padding.
 
     Trailing zero bytes cannot simply be stripped: the last real instruction may end with a zero operand
-    (``DW_CFA_def_cfa_offset 0``), so the program is decoded to find the boundary.
+    (``DW_CFA_def_cfa_offset 0``), so the program is scanned to find the boundary.
     """
     if not program or program[-1] != 0:
         return program
     end = 0
-    for insn in decode_cfa_program(program, fde_encoding):
-        if insn.opcode != 0x00:
-            end = insn.end
+    for _start, insn_end, op, _value in scan_cfa_program(program, fde_encoding):
+        if op != 0x00:
+            end = insn_end
     return program[:end]
 
 

@@ -19,7 +19,7 @@ Common check, with `r11` holding the branch target T:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import capstone
 
@@ -43,8 +43,12 @@ ok:
 """
 
 _TEMPLATES = {
-    # mov r11, [rsp] is fixed; the ret itself is appended by the emitter (plain or with imm16).
-    "ret": "mov r11, qword ptr [rsp]\n" + _CHECK,
+    # r10 and r11 are saved below rsp: a caller that knows this function (gcc -fipa-ra) may keep values in
+    # them across the call. The 16 bytes below rsp are free at a return: they lie in the caller's red zone,
+    # which its call instruction already clobbered. The ret itself is appended by the emitter.
+    "ret": "mov qword ptr [rsp - 8], r11\nmov qword ptr [rsp - 16], r10\nmov r11, qword ptr [rsp]\n"
+    + _CHECK
+    + "mov r11, qword ptr [rsp - 8]\nmov r10, qword ptr [rsp - 16]\n",
     # The caller-supplied `mov r11, <operand>` precedes these.
     "call": _CHECK + "add r11, r10\ncall r11\n",
     "tailjmp": _CHECK + "add r11, r10\njmp r11\n",
@@ -65,7 +69,7 @@ class Template:
     viol_field: int  # rel32 of jz; rip = offset viol_field + 4
 
 
-@lru_cache(maxsize=None)
+@cache
 def template(name: str) -> Template:
     import keystone
 

@@ -114,7 +114,9 @@ def plan_function(fc: FunctionCode, facts: ModuleFacts) -> FunctionPlan:
     return FunctionPlan(fc, specials, [s.old for s in specials], growth, size)
 
 
-def _is_tail_call(fc: FunctionCode, facts: ModuleFacts, a: int, sz: int, op: str, mem: MemOperand | None) -> bool:
+def _is_tail_call(
+    fc: FunctionCode, facts: ModuleFacts, a: int, sz: int, op: str, mem: MemOperand | None
+) -> bool:
     """An indirect jmp whose every valid target is a function entry, where r10/r11/flags are dead by the ABI.
 
     True for PLT stubs (entered by call) and for `jmp [rip + GOT slot of an import]`. Every other indirect jmp
@@ -166,7 +168,9 @@ def emit_function(
             out += encode.redisplace_rip(raw, s.mem, s.old, at)
         elif k == "ret":
             t = template("ret")
-            out += instantiate(t, at, layout.lo, layout.size, layout.table_distance, RET_MASK, viol_stub(s.old, "ret"))
+            out += instantiate(
+                t, at, layout.lo, layout.size, layout.table_distance, RET_MASK, viol_stub(s.old, "ret")
+            )
             out += raw[-3:] if len(raw) >= 3 and raw[-3] == 0xC2 else b"\xc3"
             plan.sites.append((s.old, "ret", "inline"))
         elif k in ("icall", "tailjmp"):
@@ -175,8 +179,9 @@ def emit_function(
             kind = "call" if k == "icall" else "jmp"
             mask = CALL_MASK if k == "icall" else JMP_MASK
             out += mov
-            out += instantiate(t, at + len(mov), layout.lo, layout.size, layout.table_distance, mask,
-                               viol_stub(s.old, kind))
+            out += instantiate(
+                t, at + len(mov), layout.lo, layout.size, layout.table_distance, mask, viol_stub(s.old, kind)
+            )
             if k == "icall" and s.old not in facts.noreturn_calls:
                 return_labels.append(plan.new_start + len(out))
             plan.sites.append((s.old, kind, "inline"))
@@ -186,8 +191,9 @@ def emit_function(
             t = template("preserve")
             guard_at = at + len(head) + len(mov)
             out += head + mov
-            out += instantiate(t, guard_at, layout.lo, layout.size, layout.table_distance, JMP_MASK,
-                               viol_stub(s.old, "jmp"))
+            out += instantiate(
+                t, guard_at, layout.lo, layout.size, layout.table_distance, JMP_MASK, viol_stub(s.old, "jmp")
+            )
             jmp_at = plan.new_start + len(out)
             if s.mem is not None and s.mem.base == "rip":
                 out += encode.redisplace_rip(raw, s.mem, s.old, jmp_at)

@@ -29,7 +29,7 @@ from cfiguard.rewrite.relocate import (
     plan_function,
     violation_stub,
 )
-from cfiguard.rewrite.stubs import StubLayout, place_stubs, render_stubs
+from cfiguard.rewrite.stubs import Region, assign_slots, place_in_region, render_region, render_short_jumps
 from cfiguard.rewrite.unwind import FdeOut, build_eh_frame, build_eh_frame_hdr, build_lsda, remap_cfa_program
 
 PAGE = 0x1000
@@ -69,14 +69,18 @@ class Rewritten:
 
 def rewrite(facts: ModuleFacts, policy: Policy, code_vaddr: int) -> Rewritten:
     image = facts.image
-    plans = _choose(facts, policy)
+    choice = _choose(facts, policy)
+    plans = choice.plans
     # --- 2. layout
     cur = code_vaddr
     for p in plans.values():
         cur = _align(cur, FUNC_ALIGN)
         p.new_start = cur
         cur += p.size
-    n_sites = sum(sum(1 for s in p.specials if s.kind in ("ret", "icall", "tailjmp", "preserve")) for p in plans.values())
+    n_sites = sum(
+        sum(1 for s in p.specials if s.kind in ("ret", "icall", "tailjmp", "preserve"))
+        for p in plans.values()
+    )
     stubs_vaddr = _align(cur, FUNC_ALIGN)
     handler_vaddr = stubs_vaddr + n_sites * VIOL_STUB_SIZE
     code_end = handler_vaddr + len(handler_code())
@@ -115,8 +119,14 @@ def rewrite(facts: ModuleFacts, policy: Policy, code_vaddr: int) -> Rewritten:
     code = bytearray()
     for p in plans.values():
         code += b"\xcc" * (p.new_start - code_vaddr - len(code))
-        code += emit_function(p, facts, layout, resolve, lambda s, k: (stub_kinds.setdefault(s, k), viol_stub(s, k))[1],
-                              return_labels)
+        code += emit_function(
+            p,
+            facts,
+            layout,
+            resolve,
+            lambda s, k: (stub_kinds.setdefault(s, k), viol_stub(s, k))[1],
+            return_labels,
+        )
     code += b"\xcc" * (stubs_vaddr - code_vaddr - len(code))
     for site, k in stub_index.items():
         at = stubs_vaddr + k * VIOL_STUB_SIZE
@@ -132,9 +142,9 @@ def rewrite(facts: ModuleFacts, policy: Policy, code_vaddr: int) -> Rewritten:
     for addr in return_labels:
         table[addr - lo] |= RET
 
-    patches = _old_code_patches(facts, plans)
+    patches = _old_code_patches(choice, resolve)
     patches += _cet_patch(image)
-    sites, not_relocated = _outcomes(facts, plans)
+    sites, not_relocated = _outcomes(facts, plans, choice.rejected)
     return Rewritten(
         code_vaddr=code_vaddr,
         code=bytes(code),
@@ -168,46 +178,74 @@ def rewrite(facts: ModuleFacts, policy: Policy, code_vaddr: int) -> Rewritten:
 @dataclass
 class _Choice:
     plans: dict[int, FunctionPlan]
-    stubs: dict[int, tuple[StubLayout, int]]  # function start -> (layout, end of rendered old region)
+    regions: list[Region]
     rejected: dict[int, str]
 
 
-def _choose(facts: ModuleFacts, policy: Policy) -> dict[int, FunctionPlan]:
+def _choose(facts: ModuleFacts, policy: Policy) -> _Choice:
     """Plan every function that holds a site; drop those whose forwarding jumps cannot be placed, to a fixpoint."""
     with_sites = {s.function for s in facts.sites}
     plans: dict[int, FunctionPlan] = {}
-    facts.rejected = {}
+    rejected: dict[int, str] = {}
     for fc in facts.functions:
         start = fc.func.start
         if start not in with_sites:
             continue
         if fc.problem:
-            facts.rejected[start] = fc.problem
+            rejected[start] = fc.problem
             continue
         try:
             plans[start] = plan_function(fc, facts)
         except CfiguardError as e:
-            facts.rejected[start] = str(e)
+            rejected[start] = str(e)
     limits = _old_limits(facts)
+    widened: set[int] = set()
     while True:
-        changed = False
         entries = _entries(facts, policy, plans)
-        facts.stub_layouts = {}
-        for start in list(plans):
-            fc = plans[start].fc
-            reason = _entry_problem(fc, entries.get(start, set()))
-            if reason is None:
-                lay = place_stubs(sorted(entries.get(start, {start}) | {start}), start, limits[start])
-                if isinstance(lay, str):
-                    reason = lay
-                else:
-                    facts.stub_layouts[start] = lay
-            if reason is not None:
-                facts.rejected[start] = reason
-                del plans[start]
-                changed = True
-        if not changed:
-            return dict(sorted(plans.items()))
+        regions: list[Region] = []
+        failed: dict[int, str] = {}
+        for start, p in plans.items():
+            ents = entries[start]
+            reason = _entry_problem(p.fc, ents)
+            region = Region(start, p.fc.func.end, limits[start])
+            reason = reason or place_in_region(region, sorted(ents))
+            if reason:
+                failed[start] = reason
+            regions.append(region)
+        if not failed:
+            failed = assign_slots(regions)
+        # A tiny function (a 1-3 byte .cold fragment) may lack room only because its neighbours stay in place,
+        # or because the function that branches to it does: relocating those too, even without sites, frees
+        # bodies for slots and removes the need for a forwarding jump. Tried once per failing function.
+        grow = [st for st in failed if st not in widened]
+        if grow and _widen(facts, plans, grow, widened):
+            plans = dict(sorted(plans.items()))
+            continue
+        for start, reason in failed.items():
+            rejected[start] = reason
+            del plans[start]
+        if not failed:
+            return _Choice(dict(sorted(plans.items())), regions, rejected)
+
+
+def _widen(facts: ModuleFacts, plans: dict[int, FunctionPlan], grow: list[int], widened: set[int]) -> bool:
+    added = False
+    for st in grow:
+        widened.add(st)
+        fc0 = facts.function_at(st)
+        sources = set()
+        for t, srcs in facts.direct_targets.items():
+            if fc0 is not None and fc0.func.start <= t < fc0.func.end:
+                sources |= {x for x in srcs if x is not None}
+        for fc in facts.functions:
+            a = fc.func.start
+            if (abs(a - st) < 160 or a in sources) and a not in plans and not fc.problem:
+                try:
+                    plans[a] = plan_function(fc, facts)
+                    added = True
+                except CfiguardError:
+                    pass
+    return added
 
 
 def _entry_problem(fc, entries: set[int]) -> str | None:
@@ -219,7 +257,13 @@ def _entry_problem(fc, entries: set[int]) -> str | None:
 
 def _entries(facts: ModuleFacts, policy: Policy, plans: dict[int, FunctionPlan]) -> dict[int, set[int]]:
     """Old addresses inside each relocated function that something other than its own new code may reach."""
-    out: dict[int, set[int]] = {s: {s, *plans[s].fc.func.extra_entries} for s in plans}
+    # A function start needs a forwarding jump when something names it: a symbol, the PLT or init code, a
+    # pointer, or a branch from code that stays in place (all checked below). A bare FDE start (a .cold
+    # fragment) reached only from relocated code needs none; if that were wrong it would trap on int3.
+    out: dict[int, set[int]] = {
+        s: {*plans[s].fc.func.extra_entries, *([s] if plans[s].fc.func.source != "fde" else [])}
+        for s in plans
+    }
 
     def add(addr: int, strict: bool) -> None:
         fc = facts.function_at(addr)
@@ -283,8 +327,9 @@ def _unwind(facts: ModuleFacts, plans: dict[int, FunctionPlan], rodata_vaddr: in
         if fde is None:
             continue
         cie = fde.cie
-        instrs = remap_cfa_program(fde.instructions, p.start, p.new_start, p.new_addr, cie.code_align,
-                                   cie.fde_encoding)
+        instrs = remap_cfa_program(
+            fde.instructions, p.start, p.new_start, p.new_addr, cie.code_align, cie.fde_encoding
+        )
         lsda_addr = None
         if fde.lsda:
             lsda = parse_lsda(facts.image.read, fde.lsda, p.start)
@@ -310,13 +355,9 @@ def _labels(facts: ModuleFacts, policy: Policy, plans: dict[int, FunctionPlan]):
             yield addr, bits
 
 
-def _old_code_patches(facts: ModuleFacts, plans: dict[int, FunctionPlan]) -> list[tuple[int, bytes]]:
-    patches = []
-    for start, p in plans.items():
-        lay = facts.stub_layouts[start]
-        end = max([p.fc.func.end] + [e + 5 for e in lay.long] + [s + 5 for _, s in lay.short])
-        patches.append((start, bytes(render_stubs(lay, start, end - start, p.new_addr))))
-    return patches
+def _old_code_patches(choice: _Choice, resolve) -> list[tuple[int, bytes]]:
+    patches = [render_region(r, resolve) for r in choice.regions]
+    return patches + render_short_jumps(choice.regions)
 
 
 def _cet_patch(image) -> list[tuple[int, bytes]]:
@@ -347,7 +388,7 @@ def _cet_patch(image) -> list[tuple[int, bytes]]:
     return [(sec.vaddr, bytes(data))] if changed else []
 
 
-def _outcomes(facts: ModuleFacts, plans: dict[int, FunctionPlan]):
+def _outcomes(facts: ModuleFacts, plans: dict[int, FunctionPlan], rejected: dict[int, str]):
     guarded = {}
     for p in plans.values():
         for addr, kind, method in p.sites:
@@ -357,11 +398,13 @@ def _outcomes(facts: ModuleFacts, plans: dict[int, FunctionPlan]):
         if s.addr in guarded:
             sites.append(SiteOutcome(s.addr, s.kind, "guarded", guarded[s.addr][1], None))
         else:
-            reason = facts.rejected.get(s.function, "function not relocated")
-            sites.append(SiteOutcome(s.addr, s.kind, "unguarded", None, f"in function {s.function:#x}: {reason}"))
+            reason = rejected.get(s.function, "function not relocated")
+            sites.append(
+                SiteOutcome(s.addr, s.kind, "unguarded", None, f"in function {s.function:#x}: {reason}")
+            )
     for s in facts.gap_sites:
         sites.append(SiteOutcome(s.addr, s.kind, "unguarded", None, "code outside any known function"))
     sites.sort(key=lambda s: s.addr)
     names = {fc.func.start: fc.func.name for fc in facts.functions}
-    not_relocated = sorted((a, names.get(a), r) for a, r in facts.rejected.items())
+    not_relocated = sorted((a, names.get(a), r) for a, r in rejected.items())
     return sites, not_relocated

@@ -1,55 +1,74 @@
-"""Forwarding jumps in the old body of a relocated function.
+"""Forwarding jumps in the old bodies of relocated functions.
 
 Data never moves, so pointers, jump tables and calls from code that stays in place still hold old addresses.
 Each such entry of a relocated function gets a `jmp rel32` to its new address; everything else in the old body
-becomes int3 (which also removes its gadgets). Where two entries are closer than 5 bytes, the first gets a
-2-byte `jmp rel8` to a free 5-byte slot elsewhere in the old body, which holds the `jmp rel32`.
+becomes int3 (which also removes its gadgets). Where two entries are closer than 5 bytes (tiny `.cold`
+fragments, adjacent labels), the first gets a 2-byte `jmp rel8` to a free 5-byte slot within reach, which holds
+the `jmp rel32`. The slot may lie in the freed body of any relocated function, not only its own.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable
-from dataclasses import dataclass
-
-from cfiguard.rewrite.encode import jmp_rel32
+from dataclasses import dataclass, field
 
 
-@dataclass(frozen=True)
-class StubLayout:
-    long: tuple[int, ...]  # entries with a jmp rel32 in place
-    short: tuple[tuple[int, int], ...]  # (entry, slot): jmp rel8 at entry to a jmp rel32 at slot
+@dataclass
+class Region:
+    """The old bytes of one relocated function that may be rewritten: [start, limit)."""
+
+    start: int
+    end: int  # the function's own end; [end, limit) is padding
+    limit: int
+    taken: list[tuple[int, int]] = field(default_factory=list)
+    long: list[int] = field(default_factory=list)  # entry with its jmp rel32 in place
+    short: list[int] = field(default_factory=list)  # entry with a jmp rel8 to a slot
+    slots: list[tuple[int, int]] = field(default_factory=list)  # (slot address, entry it forwards)
 
 
-def place_stubs(entries: list[int], start: int, limit: int) -> StubLayout | str:
-    """Place forwarding jumps for sorted `entries` inside [start, limit). Returns a reason string on failure."""
-    taken: list[tuple[int, int]] = []
-    long: list[int] = []
-    shorts: list[int] = []
+def place_in_region(region: Region, entries: list[int]) -> str | None:
+    """Put a jmp rel32 (or a jmp rel8 awaiting a slot) at each sorted entry. Returns a reason on failure."""
     for k, e in enumerate(entries):
-        nxt = entries[k + 1] if k + 1 < len(entries) else limit
+        nxt = entries[k + 1] if k + 1 < len(entries) else region.limit
         if nxt - e >= 5:
-            long.append(e)
-            taken.append((e, e + 5))
+            region.long.append(e)
+            region.taken.append((e, e + 5))
         elif nxt - e >= 2:
-            shorts.append(e)
-            taken.append((e, e + 2))
+            region.short.append(e)
+            region.taken.append((e, e + 2))
         else:
             return f"entries {e:#x} and {nxt:#x} too close for a forwarding jump"
-    taken.sort()
-    short: list[tuple[int, int]] = []
-    for e in shorts:
-        slot = _free_slot(taken, max(start, e + 2 - 128), min(limit, e + 2 + 127 + 5))
-        if slot is None:
-            return f"no room near {e:#x} for a forwarding jump"
-        taken.append((slot, slot + 5))
-        taken.sort()
-        short.append((e, slot))
-    return StubLayout(tuple(long), tuple(short))
+    region.taken.sort()
+    return None
 
 
-def _free_slot(taken: list[tuple[int, int]], lo: int, hi: int) -> int | None:
+def assign_slots(regions: list[Region]) -> dict[int, str]:
+    """Find a slot for every short jump, in any region within rel8 reach. Returns {region start: reason}."""
+    starts = [r.start for r in regions]
+    failed: dict[int, str] = {}
+    for r in regions:
+        for e in r.short:
+            lo, hi = e + 2 - 128, e + 2 + 127
+            slot = None
+            k = max(0, bisect_right(starts, lo) - 1)
+            while k < len(regions) and regions[k].start <= hi:
+                cand = regions[k]
+                slot = _free_slot(cand, max(lo, cand.start), min(hi + 5, cand.limit))
+                if slot is not None:
+                    cand.taken.append((slot, slot + 5))
+                    cand.taken.sort()
+                    cand.slots.append((slot, e))
+                    break
+                k += 1
+            if slot is None:
+                failed.setdefault(r.start, f"no room near {e:#x} for a forwarding jump")
+    return failed
+
+
+def _free_slot(region: Region, lo: int, hi: int) -> int | None:
     cur = lo
-    for a, b in taken:
+    for a, b in region.taken:
         if b <= cur:
             continue
         if a >= hi:
@@ -60,13 +79,25 @@ def _free_slot(taken: list[tuple[int, int]], lo: int, hi: int) -> int | None:
     return cur if hi - cur >= 5 else None
 
 
-def render_stubs(layout: StubLayout, start: int, length: int, new_addr: Callable[[int], int]) -> bytearray:
-    """The new content of [start, start+length): int3 with the forwarding jumps."""
-    body = bytearray(b"\xcc" * length)
-    for e in layout.long:
-        body[e - start : e - start + 5] = jmp_rel32(e, new_addr(e))
-    for e, slot in layout.short:
-        rel = slot - (e + 2)
-        body[e - start : e - start + 2] = bytes((0xEB, rel & 0xFF))
-        body[slot - start : slot - start + 5] = jmp_rel32(slot, new_addr(e))
-    return body
+def render_region(region: Region, new_addr: Callable[[int], int]) -> tuple[int, bytes]:
+    """(address, bytes) replacing the region's old code: int3 plus the forwarding jumps."""
+    from cfiguard.rewrite.encode import jmp_rel32
+
+    end = max([region.end] + [b for _, b in region.taken])
+    body = bytearray(b"\xcc" * (end - region.start))
+    base = region.start
+    for e in region.long:
+        body[e - base : e - base + 5] = jmp_rel32(e, new_addr(e))
+    for slot, e in region.slots:
+        body[slot - base : slot - base + 5] = jmp_rel32(slot, new_addr(e))
+    return base, bytes(body)
+
+
+def render_short_jumps(regions: list[Region]) -> list[tuple[int, bytes]]:
+    """The jmp rel8 at each short entry, aimed at its slot (which may be in another region)."""
+    slot_of = {e: slot for r in regions for slot, e in r.slots}
+    out = []
+    for r in regions:
+        for e in r.short:
+            out.append((e, bytes((0xEB, (slot_of[e] - (e + 2)) & 0xFF))))
+    return out

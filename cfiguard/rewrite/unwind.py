@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cfiguard.errors import UnwindError
-from cfiguard.image.ehframe import Cie, cfa_program_without_trailing_nops, decode_cfa_program
+from cfiguard.image.ehframe import Cie, cfa_program_without_trailing_nops, scan_cfa_program
 from cfiguard.image.encoding import (
     PCREL_SDATA4,
     DW_EH_PE_indirect,
@@ -89,31 +89,26 @@ def remap_cfa_program(
     """
     if code_align <= 0:
         raise UnwindError(f"invalid code alignment factor {code_align}")
-    insns = decode_cfa_program(instructions, fde_encoding)
+    insns = scan_cfa_program(instructions, fde_encoding)
     last = len(insns)
-    while last and insns[last - 1].opcode == _NOP:
+    while last and insns[last - 1][2] == _NOP:
         last -= 1
     out = bytearray()
     old_loc = old_start
     new_loc = new_start
-    for insn in insns[:last]:
-        op = insn.opcode
+    for start, end, op, value in insns[:last]:
         if op in _ADVANCE_OPS:
-            units = insn.operands[0]
-            assert isinstance(units, int)
-            old_target = old_loc + units * code_align
+            old_target = old_loc + value * code_align
         elif op == _SET_LOC:
             if fde_encoding & 0x70:
                 raise UnwindError(
                     f"DW_CFA_set_loc with position-dependent encoding {fde_encoding:#04x} cannot be remapped"
                 )
-            value = insn.operands[0]
-            assert isinstance(value, int)
             old_target = value
             if old_target < old_loc:
                 raise UnwindError(f"DW_CFA_set_loc moves backwards ({old_target:#x} < {old_loc:#x})")
         else:
-            out += instructions[insn.offset : insn.end]
+            out += instructions[start:end]
             continue
         new_target = map_addr(old_target)
         delta = new_target - new_loc
