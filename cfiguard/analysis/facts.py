@@ -130,12 +130,12 @@ def analyze(image: Image, fdes: list[Fde]) -> ModuleFacts:
     _entries(image, facts)
 
     # Code that no FDE or sized symbol describes: find functions in it from every known way in.
-    seeds = sorted(
-        set(facts.direct_targets) | facts.address_taken | facts.call_entries | {s.addr for s in image.symbols}
-    )
+    strong = sorted(set(facts.direct_targets) | facts.call_entries | {s.addr for s in image.symbols})
+    seeds = sorted(set(strong) | facts.address_taken)
     found = []
     for gap in _exec_gaps(image, functions):
-        found += discover_by_traversal(image, gap, seeds)
+        # A data word that only looks like a pointer must not spoil the traversal: retry without them.
+        found += discover_by_traversal(image, gap, seeds) or discover_by_traversal(image, gap, strong)
     if found:
         extra = [_decode_function(image, f) for f in found]
         for fc in extra:
@@ -249,21 +249,27 @@ def _gap_sites(image: Image, facts: ModuleFacts, functions: list[Function]) -> N
 
 
 def _data_references(image: Image, facts: ModuleFacts) -> None:
-    """Code pointers stored in data: aligned words in non-executable segments, and relocation targets."""
+    """Code pointers stored in data.
+
+    Position-dependent files: every aligned 8-byte word of a non-executable segment whose value is a code
+    address (BinCFI's rule). Position-independent files store pointers through relocations, so only relocation
+    targets count, plus the lazy-binding values already present in JUMP_SLOT slots; scanning raw words there
+    would take every small integer for a code address.
+    """
     taken = facts.address_taken
     code = [(s.vaddr, s.vaddr + s.filesz) for s in image.code_segments]
     lo = min(a for a, _ in code)
     hi = max(b for _, b in code)
-    for seg in image.segments:
-        if seg.executable or seg.filesz < 8:
-            continue
-        start = (seg.vaddr + 7) & ~7
-        off = seg.offset + (start - seg.vaddr)
-        n = (seg.vaddr + seg.filesz - start) // 8
-        words = struct.unpack_from(f"<{n}Q", image.data, off)
-        for v in words:
-            if lo <= v < hi and any(a <= v < b for a, b in code):
-                taken.add(v)
+    if not image.is_pic:
+        for seg in image.segments:
+            if seg.executable or seg.filesz < 8:
+                continue
+            start = (seg.vaddr + 7) & ~7
+            off = seg.offset + (start - seg.vaddr)
+            n = (seg.vaddr + seg.filesz - start) // 8
+            for v in struct.unpack_from(f"<{n}Q", image.data, off):
+                if lo <= v < hi and any(a <= v < b for a, b in code):
+                    taken.add(v)
     for r in image.relocations:
         if r.type in (R_X86_64_RELATIVE, R_X86_64_IRELATIVE):
             if image.is_code(r.addend):
@@ -273,6 +279,10 @@ def _data_references(image: Image, facts: ModuleFacts) -> None:
         elif r.type in (R_X86_64_64, R_X86_64_GLOB_DAT, R_X86_64_JUMP_SLOT) and r.symbol_value:
             if image.is_code(r.symbol_value):
                 taken.add(r.symbol_value + (r.addend if r.type == R_X86_64_64 else 0))
+        if r.type == R_X86_64_JUMP_SLOT and image.segment_at(r.addr) is not None:
+            v = image.read_u64(r.addr)
+            if image.is_code(v):
+                taken.add(v)
 
 
 def _entries(image: Image, facts: ModuleFacts) -> None:
