@@ -63,8 +63,8 @@ def harden(input_path: str, output_path: str, strict: bool = False) -> HardenRes
     fdes = read_fdes(image)
     facts = analyze(image, fdes)
     policy = coarse_policy(facts)
-    writer = ElfWriter(input_path)
-    rw: Rewritten = rewrite(facts, policy, writer.first_free_vaddr())
+    writer = ElfWriter(image)
+    rw: Rewritten = rewrite(facts, policy, writer.first_free_vaddr(), writer.rodata_reserve())
     result = HardenResult(
         input_path, output_path, rw.sites, rw.not_relocated, len(facts.functions), rw.relocated, 0.0
     )

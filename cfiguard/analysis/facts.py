@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import re
 import struct
+from bisect import bisect_right
 from dataclasses import dataclass, field
 
-from cfiguard.analysis.jumptables import JumpTable, UnresolvedTable, find_jump_table
+from cfiguard.analysis.jumptables import JumpTable, UnresolvedTable, find_jump_table, label_offset_targets
 from cfiguard.disasm.decode import Decoded, decode_range
 from cfiguard.disasm.functions import Function, code_gaps, discover_by_traversal, discover_functions
 from cfiguard.image.ehframe import Fde
@@ -58,6 +59,7 @@ class FunctionCode:
     starts: set[int]
     problem: str | None = None
     special: list[int] = field(default_factory=list)  # indices of branches and rip-relative instructions
+    code_refs: set[int] = field(default_factory=set)  # code addresses its instructions materialise
 
 
 @dataclass
@@ -75,6 +77,7 @@ class ModuleFacts:
     jump_tables: dict[int, JumpTable] = field(default_factory=dict)
     noreturn_calls: set[int] = field(default_factory=set)
     import_slots: dict[int, str] = field(default_factory=dict)  # GOT slot -> imported symbol name
+    data_words: dict[int, list[int]] = field(default_factory=dict)  # code value -> data words holding it
     plt_names: dict[int, str] = field(default_factory=dict)  # PLT stub address -> symbol name
 
     def function_at(self, addr: int) -> FunctionCode | None:
@@ -131,7 +134,7 @@ def analyze(image: Image, fdes: list[Fde]) -> ModuleFacts:
 
     # Code that no FDE or sized symbol describes: find functions in it from every known way in.
     strong = sorted(set(facts.direct_targets) | facts.call_entries | {s.addr for s in image.symbols})
-    seeds = sorted(set(strong) | facts.address_taken)
+    seeds = sorted(set(strong) | facts.address_taken | set(facts.data_words))
     found = []
     for gap in _exec_gaps(image, functions):
         # A data word that only looks like a pointer must not spoil the traversal: retry without them.
@@ -146,6 +149,7 @@ def analyze(image: Image, fdes: list[Fde]) -> ModuleFacts:
         _entries(image, facts)
     for fc in facts.functions:
         _find_tables(image, facts, fc)
+    _unrefer_table_words(facts)
     _gap_sites(image, facts, functions)
     return facts
 
@@ -206,11 +210,13 @@ def _scan_function(image: Image, facts: ModuleFacts, fc: FunctionCode) -> None:
             t = rip_target(d.addrs[i], d.sizes[i], op)
             if t is not None and image.is_code(t):
                 taken.add(t)
+                fc.code_refs.add(t)
         elif not pic and "0x" in op:
             for h in HEX.findall(op):
                 v = int(h, 16)
                 if v >= 0x1000 and image.is_code(v):
                     taken.add(v)
+                    fc.code_refs.add(v)
         if mnem == "xbegin":
             fc.problem = fc.problem or f"xbegin at {d.addrs[i]:#x}"
 
@@ -222,16 +228,51 @@ def _plt_entry(fc: FunctionCode, addr: int) -> int:
 
 
 def _find_tables(image: Image, facts: ModuleFacts, fc: FunctionCode) -> None:
+    """Jump tables of every indirect jmp; label-difference tables when the function takes internal labels."""
+    if fc.func.is_plt:
+        return
     d = fc.dec
-    for i, mnem in enumerate(d.mnems):
-        if strip_prefix(mnem) == "jmp" and not d.ops[i].startswith("0x") and not fc.func.is_plt:
-            try:
-                jt = find_jump_table(image, d.addrs, d.sizes, d.mnems, d.ops, i, facts.is_insn_start)
-            except UnresolvedTable as e:
-                fc.problem = fc.problem or str(e)
-                continue
-            if jt is not None:
-                facts.jump_tables[jt.site] = jt
+    unresolved: list[int] = []
+    missing: str | None = None
+    for i in fc.special:
+        if strip_prefix(d.mnems[i]) != "jmp" or d.ops[i].startswith("0x"):
+            continue
+        try:
+            jt = find_jump_table(image, d.addrs, d.sizes, d.mnems, d.ops, i, facts.is_insn_start)
+        except UnresolvedTable as e:
+            jt, missing = None, missing or str(e)
+        if jt is not None:
+            facts.jump_tables[jt.site] = jt
+        else:
+            unresolved.append(i)
+    if not unresolved:
+        return
+    # Label-difference tables need a base label that the function itself materialises (&&label).
+    labels = {a for a in fc.code_refs if a in fc.starts and a != fc.func.start}
+    targets = label_offset_targets(image, labels, fc.starts) if labels else set()
+    if targets:
+        for i in unresolved:
+            site = d.addrs[i]
+            facts.jump_tables[site] = JumpTable(site, 0, 4, tuple(sorted(targets)))
+    elif missing:
+        fc.problem = fc.problem or missing
+
+
+def _unrefer_table_words(facts: ModuleFacts) -> None:
+    """A word of a jump table with a proven extent is a case target, not a function pointer: only words
+    outside such tables make a code address address-taken (absolute tables of non-PIE files live in .rodata)."""
+    spans = sorted(
+        (jt.table, jt.table + 8 * len(jt.targets))
+        for jt in facts.jump_tables.values()
+        if jt.exact and jt.entry_size == 8
+    )
+    starts = [a for a, _ in spans]
+    for v, words in facts.data_words.items():
+        for w in words:
+            k = bisect_right(starts, w) - 1
+            if k < 0 or not (spans[k][0] <= w < spans[k][1]):
+                facts.address_taken.add(v)
+                break
 
 
 def _gap_sites(image: Image, facts: ModuleFacts, functions: list[Function]) -> None:
@@ -267,9 +308,9 @@ def _data_references(image: Image, facts: ModuleFacts) -> None:
             start = (seg.vaddr + 7) & ~7
             off = seg.offset + (start - seg.vaddr)
             n = (seg.vaddr + seg.filesz - start) // 8
-            for v in struct.unpack_from(f"<{n}Q", image.data, off):
+            for k, v in enumerate(struct.unpack_from(f"<{n}Q", image.data, off)):
                 if lo <= v < hi and any(a <= v < b for a, b in code):
-                    taken.add(v)
+                    facts.data_words.setdefault(v, []).append(start + 8 * k)
     for r in image.relocations:
         if r.type in (R_X86_64_RELATIVE, R_X86_64_IRELATIVE):
             if image.is_code(r.addend):

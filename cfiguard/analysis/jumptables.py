@@ -25,7 +25,7 @@ LOOKBACK = 16
 
 _RIP_LEA = re.compile(r"^(\w+), \[rip ([+-]) (0x[0-9a-f]+|\d+)\]$")
 _ABS_INDEXED = re.compile(r"qword ptr \[(\w+)\*8 \+ (0x[0-9a-f]+)\]$")
-_REL_LOAD = re.compile(r"^\w+, dword ptr \[(\w+) \+ \w+\*4\]$")
+_REL_LOAD = re.compile(r"^\w+, dword ptr \[(\w+) \+ (\w+)\*4\]$")
 
 
 class UnresolvedTable(Exception):
@@ -38,6 +38,7 @@ class JumpTable:
     table: int
     entry_size: int  # 4 (relative to the table) or 8 (absolute)
     targets: tuple[int, ...]
+    exact: bool = False  # extent proven by a `cmp idx, N; ja` bound: the table may be rewritten in place
 
 
 def find_jump_table(
@@ -53,8 +54,9 @@ def find_jump_table(
     site = addrs[i]
     m = _ABS_INDEXED.search(ops[i])
     if m:
-        return _read_table(image, site, int(m.group(2), 16), 8, is_target)
-    base_reg = None
+        bound = _bound(mnems, ops, i, m.group(1))
+        return _read_table(image, site, int(m.group(2), 16), 8, is_target, bound)
+    base_reg = index_reg = None
     for j in range(i - 1, max(-1, i - LOOKBACK), -1):
         mn = mnems[j]
         if mn in ("ret", "jmp") or mn.startswith("call"):
@@ -62,42 +64,103 @@ def find_jump_table(
         if mn == "movsxd" and base_reg is None:
             m = _REL_LOAD.match(ops[j])
             if m:
-                base_reg = m.group(1)
+                base_reg, index_reg = m.group(1), m.group(2)
         if mn == "mov":
             m = _ABS_INDEXED.search(ops[j])
             if m:
-                return _read_table(image, site, int(m.group(2), 16), 8, is_target)
+                bound = _bound(mnems, ops, j, m.group(1))
+                return _read_table(image, site, int(m.group(2), 16), 8, is_target, bound)
         elif mn == "lea":
             m = _RIP_LEA.match(ops[j])
             if m:
                 disp = int(m.group(3), 0) * (1 if m.group(2) == "+" else -1)
                 table = addrs[j] + sizes[j] + disp
-                jt = _read_table(image, site, table, 4, is_target)
+                bound = _bound(mnems, ops, i, index_reg) if index_reg else None
+                jt = _read_table(image, site, table, 4, is_target, bound)
                 if jt is not None:
                     return jt
     if base_reg is not None:
         # The table base was loaded further away (hoisted out of a loop): take the nearest `lea base, [rip+T]`
         # before the jmp, then after it.
+        bound = _bound(mnems, ops, i, index_reg)
         order = list(range(i - 1, -1, -1)) + list(range(i + 1, len(addrs)))
         for j in order:
             if mnems[j] == "lea" and ops[j].startswith(base_reg + ", [rip"):
                 m = _RIP_LEA.match(ops[j])
                 if m:
                     disp = int(m.group(3), 0) * (1 if m.group(2) == "+" else -1)
-                    jt = _read_table(image, site, addrs[j] + sizes[j] + disp, 4, is_target)
+                    jt = _read_table(image, site, addrs[j] + sizes[j] + disp, 4, is_target, bound)
                     if jt is not None:
                         return jt
         raise UnresolvedTable(f"jump table of the jmp at {site:#x} not found (base {base_reg})")
     return None
 
 
+def _family(reg: str) -> str:
+    """Canonical 64-bit name of a general register (eax -> rax, r8d -> r8)."""
+    reg = reg.strip()
+    if reg.startswith("r") and reg[1:].rstrip("dwb").isdigit():
+        return reg.rstrip("dwb")
+    return _ALIASES.get(reg, reg)
+
+
+_ALIASES = {f"e{x}": f"r{x}" for x in ("ax", "bx", "cx", "dx", "si", "di", "bp", "sp")}
+
+
+def _copied_before(mnems: list[str], ops: list[str], k: int, reg: str, fam: set[str]) -> bool:
+    """True if, just before the compare at `k`, a register of `fam` was made a copy of `reg` and neither was
+    written again before the compare (gcc: `mov ebp, edi; cmp edi, N; ja; ... jmp [rbp*8 + T]`)."""
+    for j in range(k - 1, max(-1, k - 6), -1):
+        mn = mnems[j]
+        if mn.startswith(("j", "call", "ret")):
+            return False
+        dst, _, src = ops[j].partition(", ")
+        if mn == "mov" and _family(dst) in fam and _family(src) == reg:
+            return True
+        if _family(dst) in fam or _family(dst) == reg:
+            return False
+    return False
+
+
+def _bound(mnems: list[str], ops: list[str], i: int, index: str) -> int | None:
+    """Number of table entries from a dominating `cmp idx, N; ja/jae` in the same straight-line code.
+
+    Only used to stop over-reading a table; accepted only when the compared register is the table index, or
+    was copied into it, so an unrelated comparison can never shorten the table.
+    """
+    fam = {_family(index)}
+    for j in range(i - 1, max(-1, i - LOOKBACK), -1):
+        mn = mnems[j]
+        if mn in ("ret", "jmp") or mn.startswith("call"):
+            return None
+        if mn in ("ja", "jae") and j > 0 and mnems[j - 1] == "cmp":
+            reg, _, imm = ops[j - 1].partition(", ")
+            if not (imm.startswith("0x") or imm.isdigit()):
+                return None
+            if _family(reg) not in fam and not _copied_before(mnems, ops, j - 1, _family(reg), fam):
+                return None
+            n = int(imm, 0)
+            return n + 1 if mn == "ja" else n
+        if mn == "and" and ops[j].count(",") == 1:
+            dst, _, imm = ops[j].partition(", ")
+            if _family(dst) in fam and (imm.startswith("0x") or imm.isdigit()):
+                return int(imm, 0) + 1  # idx & mask: at most mask + 1 entries (Duff's device)
+            if _family(dst) in fam:
+                return None
+        if mn in ("mov", "movsxd", "movzx") and ops[j].count(",") == 1:
+            dst, _, src = ops[j].partition(", ")
+            if _family(dst) in fam and "[" not in src:
+                fam.add(_family(src))
+    return None
+
+
 def _read_table(
-    image: Image, site: int, table: int, size: int, is_target: Callable[[int], bool]
+    image: Image, site: int, table: int, size: int, is_target: Callable[[int], bool], bound: int | None = None
 ) -> JumpTable | None:
     seg = image.segment_at(table)
     if seg is None or seg.executable:
         return None
-    limit = min(seg.vaddr + seg.filesz, table + MAX_ENTRIES * size)
+    limit = min(seg.vaddr + seg.filesz, table + (bound or MAX_ENTRIES) * size)
     targets: list[int] = []
     addr = table
     fmt = "<i" if size == 4 else "<Q"
@@ -110,4 +173,32 @@ def _read_table(
         addr += size
     if not targets:
         return None
-    return JumpTable(site, table, size, tuple(targets))
+    return JumpTable(site, table, size, tuple(targets), exact=bound is not None and len(targets) == bound)
+
+
+def label_offset_targets(image: Image, labels: set[int], starts: set[int]) -> set[int]:
+    """Targets of `goto *(&&base + offsets[i])` tables (GNU label differences), found by scanning read-only data.
+
+    The offsets live in .rodata as int32 values relative to an address-taken label of the same function; at
+    -O0 they travel through the stack, so no instruction pattern finds them. Every run of at least two
+    consecutive int32 values that each turn some internal label into an instruction start of the function is
+    taken. Extra matches only add JMP labels inside this one function.
+    """
+    from array import array
+
+    found: set[int] = set()
+    for seg in image.segments:
+        if seg.executable or seg.writable or seg.filesz < 8:
+            continue
+        start = (seg.vaddr + 3) & ~3
+        off = seg.offset + start - seg.vaddr
+        n = (seg.vaddr + seg.filesz - start) // 4
+        values = array("i", image.data[off : off + 4 * n])
+        for base in labels:
+            wanted = {s - base for s in starts}
+            wanted.discard(0)
+            hits = [v in wanted for v in values]
+            for k, v in enumerate(values):
+                if hits[k] and ((k > 0 and hits[k - 1]) or (k + 1 < n and hits[k + 1])):
+                    found.add(base + v)
+    return found

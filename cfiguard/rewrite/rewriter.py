@@ -16,10 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cfiguard.analysis.facts import ModuleFacts
+from cfiguard.analysis.jumptables import JumpTable
 from cfiguard.disasm.decode import decode_range
 from cfiguard.errors import CfiguardError, RewriteError
 from cfiguard.image.lsda import parse_lsda
 from cfiguard.policy.labels import CALL, JMP, RET, Policy
+from cfiguard.rewrite.encode import s32 as encode_s32
 from cfiguard.rewrite.handler import handler_code
 from cfiguard.rewrite.relocate import (
     VIOL_STUB_SIZE,
@@ -67,7 +69,7 @@ class Rewritten:
     manifest: dict = field(default_factory=dict)
 
 
-def rewrite(facts: ModuleFacts, policy: Policy, code_vaddr: int) -> Rewritten:
+def rewrite(facts: ModuleFacts, policy: Policy, code_vaddr: int, rodata_reserve: int = 0) -> Rewritten:
     image = facts.image
     choice = _choose(facts, policy)
     plans = choice.plans
@@ -103,7 +105,7 @@ def rewrite(facts: ModuleFacts, policy: Policy, code_vaddr: int) -> Rewritten:
     rodata += bytes(hdr_vaddr - rodata_vaddr - len(rodata)) + hdr
 
     # --- 4. table
-    table_vaddr = _align(rodata_vaddr + len(rodata), PAGE)
+    table_vaddr = _align(rodata_vaddr + len(rodata) + rodata_reserve, PAGE)
     layout = Layout(lo, size, table_vaddr - lo)
 
     # --- 5. emit
@@ -137,12 +139,12 @@ def rewrite(facts: ModuleFacts, policy: Policy, code_vaddr: int) -> Rewritten:
     assert code_vaddr + len(code) == code_end
 
     table = bytearray(size)
-    for addr, bits in _labels(facts, policy, plans):
+    for addr, bits in _labels(facts, policy, choice, resolve):
         table[addr - lo] |= bits
     for addr in return_labels:
         table[addr - lo] |= RET
 
-    patches = _old_code_patches(choice, resolve)
+    patches = _old_code_patches(choice, resolve) + _table_patches(choice, resolve)
     patches += _cet_patch(image)
     sites, not_relocated = _outcomes(facts, plans, choice.rejected)
     return Rewritten(
@@ -180,6 +182,7 @@ class _Choice:
     plans: dict[int, FunctionPlan]
     regions: list[Region]
     rejected: dict[int, str]
+    tables: list[JumpTable]
 
 
 def _choose(facts: ModuleFacts, policy: Policy) -> _Choice:
@@ -201,7 +204,8 @@ def _choose(facts: ModuleFacts, policy: Policy) -> _Choice:
     limits = _old_limits(facts)
     widened: set[int] = set()
     while True:
-        entries = _entries(facts, policy, plans)
+        tables = _rewritable_tables(facts, plans)
+        entries = _entries(facts, policy, plans, tables)
         regions: list[Region] = []
         failed: dict[int, str] = {}
         for start, p in plans.items():
@@ -225,7 +229,7 @@ def _choose(facts: ModuleFacts, policy: Policy) -> _Choice:
             rejected[start] = reason
             del plans[start]
         if not failed:
-            return _Choice(dict(sorted(plans.items())), regions, rejected)
+            return _Choice(dict(sorted(plans.items())), regions, rejected, tables)
 
 
 def _widen(facts: ModuleFacts, plans: dict[int, FunctionPlan], grow: list[int], widened: set[int]) -> bool:
@@ -255,7 +259,36 @@ def _entry_problem(fc, entries: set[int]) -> str | None:
     return None
 
 
-def _entries(facts: ModuleFacts, policy: Policy, plans: dict[int, FunctionPlan]) -> dict[int, set[int]]:
+def _rewritable_tables(facts: ModuleFacts, plans: dict[int, FunctionPlan]) -> list[JumpTable]:
+    """Jump tables whose exact extent is proven and whose every target moves: they are rewritten in place
+    to hold the new addresses, so their targets need no forwarding jump (and dispatch skips one jump)."""
+    out: dict[int, JumpTable] = {}
+    for jt in facts.jump_tables.values():
+        if not jt.exact or jt.table in out:
+            continue
+        seg = facts.image.segment_at(jt.table)
+        if seg is None or seg.writable or jt.table + len(jt.targets) * jt.entry_size > seg.vaddr + seg.filesz:
+            continue
+        fcs = [facts.function_at(t) for t in jt.targets]
+        if all(fc is not None and fc.func.start in plans for fc in fcs):
+            out[jt.table] = jt
+    return list(out.values())
+
+
+def _pure_jmp_targets(facts: ModuleFacts, tables: list[JumpTable]) -> set[int]:
+    """Targets reached only through rewritten tables: they need no JMP label at the old address."""
+    kept = {
+        t
+        for jt in facts.jump_tables.values()
+        if jt.table not in {x.table for x in tables}
+        for t in jt.targets
+    }
+    return {t for jt in tables for t in jt.targets} - kept
+
+
+def _entries(
+    facts: ModuleFacts, policy: Policy, plans: dict[int, FunctionPlan], tables: list[JumpTable]
+) -> dict[int, set[int]]:
     """Old addresses inside each relocated function that something other than its own new code may reach."""
     # A function start needs a forwarding jump when something names it: a symbol, the PLT or init code, a
     # pointer, or a branch from code that stays in place (all checked below). A bare FDE start (a .cold
@@ -272,8 +305,9 @@ def _entries(facts: ModuleFacts, policy: Policy, plans: dict[int, FunctionPlan])
         if strict or addr in fc.starts:
             out[fc.func.start].add(addr)
 
+    moved = _pure_jmp_targets(facts, tables)
     for addr, bits in policy.labels.items():
-        if bits & (CALL | JMP):
+        if bits & CALL or (bits & JMP and addr not in moved):
             add(addr, False)
     for t, sources in facts.direct_targets.items():
         fc = facts.function_at(t)
@@ -345,14 +379,34 @@ def _unwind(facts: ModuleFacts, plans: dict[int, FunctionPlan], rodata_vaddr: in
 # --------------------------------------------------------------------------------------------- labels, patches
 
 
-def _labels(facts: ModuleFacts, policy: Policy, plans: dict[int, FunctionPlan]):
-    """Old-address labels: forward classes everywhere; RET only where the calling code stays in place."""
+def _labels(facts: ModuleFacts, policy: Policy, choice: _Choice, resolve):
+    """Old-address labels: forward classes everywhere (RET only where the calling code stays in place);
+    targets of rewritten jump tables are labelled JMP at their new address instead."""
+    moved = _pure_jmp_targets(facts, choice.tables)
     for addr, bits in policy.labels.items():
         fc = facts.function_at(addr)
-        if fc is not None and fc.func.start in plans:
+        if fc is not None and fc.func.start in choice.plans:
             bits &= ~RET
+            if addr in moved:
+                bits &= ~JMP
         if bits:
             yield addr, bits
+    for jt in choice.tables:
+        for t in jt.targets:
+            yield resolve(t), JMP
+
+
+def _table_patches(choice: _Choice, resolve) -> list[tuple[int, bytes]]:
+    import struct
+
+    out = []
+    for jt in choice.tables:
+        if jt.entry_size == 8:
+            data = struct.pack(f"<{len(jt.targets)}Q", *(resolve(t) for t in jt.targets))
+        else:
+            data = b"".join(encode_s32(resolve(t) - jt.table) for t in jt.targets)
+        out.append((jt.table, data))
+    return out
 
 
 def _old_code_patches(choice: _Choice, resolve) -> list[tuple[int, bytes]]:

@@ -1,0 +1,272 @@
+"""The guard "superinstructions" the verifier accepts, restated byte for byte (never imported from the rewriter).
+
+A guard is recognised only as one exact unit that ends in the indirect branch it protects. Fixed bytes are
+compared literally; the variable fields (lo, size, table distance, class mask, violation stub) are extracted
+and checked by the caller against the layout, so that a wrong constant is reported as such instead of as a
+missing guard. The only variable-length parts are the `mov r11, <operand>` that loads the target and, in the
+preserving jmp guard, the final `jmp <operand>`; both are parsed here (ModRM/SIB) and, for the preserving
+form, proven to name the same target.
+
+Common check, 34 bytes, r11 = target T:
+
+    4c 8d 15 LO32        lea  r10, [rip + LO]         LO resolves to lo
+    4d 29 d3             sub  r11, r10
+    49 81 fb SIZE32      cmp  r11, SIZE               SIZE = hi - lo
+    73 0f                jae  .ok                     (end of the check)
+    43 f6 84 1a D32 M8   test byte ptr [r10 + r11 + D], M
+    0f 84 VIOL32         jz   violation stub
+  .ok:
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+RET, CALL, JMP = 1, 2, 4
+MASK = {"ret": RET, "call": CALL, "jmp": CALL | JMP}
+KIND_CODE = {"call": 0, "jmp": 1, "ret": 2}  # edx of the violation stub
+PRESERVE_STACK = 152  # red zone (128) + r11, r10, rflags pushed before the load
+
+# The check, as (offset, fixed bytes); the gaps hold LO32 @3, SIZE32 @13, D32 @23, M8 @27, VIOL32 @30.
+CHECK = (
+    (0, b"\x4c\x8d\x15"),
+    (7, b"\x4d\x29\xd3\x49\x81\xfb"),
+    (17, b"\x73\x0f\x43\xf6\x84\x1a"),
+    (28, b"\x0f\x84"),
+)
+CHECK_LEN = 34
+CHECK_INSNS = (0, 7, 10, 17, 19, 28)  # instruction starts inside the check, for the capstone cross-check
+
+# mov [rsp-8], r11; mov [rsp-16], r10; mov r11, [rsp]
+RET_HEAD = b"\x4c\x89\x5c\x24\xf8\x4c\x89\x54\x24\xf0\x4c\x8b\x1c\x24"
+RET_TAIL = b"\x4c\x8b\x5c\x24\xf8\x4c\x8b\x54\x24\xf0"  # mov r11, [rsp-8]; mov r10, [rsp-16]
+CALL_TAIL = b"\x4d\x01\xd3\x41\xff\xd3"  # add r11, r10; call r11
+JMP_TAIL = b"\x4d\x01\xd3\x41\xff\xe3"  # add r11, r10; jmp r11
+PRESERVE_HEAD = b"\x48\x8d\x64\x24\x80\x41\x53\x41\x52\x9c"  # lea rsp,[rsp-128]; push r11; push r10; pushfq
+PRESERVE_TAIL = (
+    b"\x9d\x41\x5a\x41\x5b\x48\x8d\xa4\x24\x80\x00\x00\x00"  # popfq; pop r10; pop r11; lea rsp,[rsp+128]
+)
+
+STUB_LEN = 27  # movabs rdi, site; lea rsi, [r11 + lo]; mov edx, kind; jmp handler
+
+MOV_PREFIXES = frozenset((0x64, 0x65, 0x67))
+JMP_PREFIXES = frozenset((0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0x67, 0xF2))
+
+
+@dataclass(frozen=True)
+class Operand:
+    """A decoded ModRM operand: a register, or memory as (segment, addr32, base, index, scale, disp)."""
+
+    reg: int | None
+    seg: int = 0
+    addr32: bool = False
+    base: int | str | None = None  # register number, "rip", or None (absolute disp32)
+    index: int | None = None
+    scale: int = 1
+    disp: int = 0
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One recognised guard: [start, end), with the raw values of its fields for the caller to check."""
+
+    kind: str  # ret, call, jmp (tail jmp and preserving jmp)
+    start: int
+    end: int
+    branch: int  # address of the protected ret / call / jmp
+    check: int  # address of the common check
+    lo: int  # absolute address the lea resolves to
+    size: int
+    distance: int
+    mask: int
+    stub: int  # absolute jz target
+    insns: tuple[int, ...]  # every instruction start inside the unit (for the capstone cross-check)
+    problem: str | None = None  # a structural defect found after the unit matched (operand mismatch)
+
+
+def modrm_insn(b: bytes, i: int, prefixes: frozenset[int]) -> tuple[int, int, int, Operand, int] | None:
+    """Parse `[prefixes] [REX] opcode modrm [sib] [disp]` at b[i:]. Returns (rex, opcode, reg, operand, len)."""
+    start, seg, addr32 = i, 0, False
+    try:
+        while b[i] in prefixes:
+            seg = b[i] if b[i] in (0x64, 0x65) else seg
+            addr32 = addr32 or b[i] == 0x67
+            i += 1
+        rex = b[i] if 0x40 <= b[i] <= 0x4F else 0
+        i += 1 if rex else 0
+        opcode, modrm = b[i], b[i + 1]
+        i += 2
+        mod, reg, rm = modrm >> 6, ((modrm >> 3) & 7) | (rex & 4) << 1, modrm & 7
+        if mod == 3:
+            return rex, opcode, reg, Operand(rm | (rex & 1) << 3), i - start
+        base: int | str | None = rm | (rex & 1) << 3
+        index, scale, dsize = None, 1, (0, 1, 4)[mod]
+        if rm == 4:
+            sib = b[i]
+            i += 1
+            scale, idx, base = 1 << (sib >> 6), ((sib >> 3) & 7) | (rex & 2) << 2, (sib & 7) | (rex & 1) << 3
+            index = None if idx == 4 else idx
+            if mod == 0 and sib & 7 == 5:
+                base, dsize = None, 4
+        elif mod == 0 and rm == 5:
+            base, dsize = "rip", 4
+        if i + dsize > len(b):
+            return None
+        disp = int.from_bytes(b[i : i + dsize], "little", signed=True) if dsize else 0
+        i += dsize
+    except IndexError:
+        return None
+    return rex, opcode, reg, Operand(None, seg, addr32, base, index, scale, disp), i - start
+
+
+def _fixed(b: bytes, i: int, pieces: tuple[tuple[int, bytes], ...]) -> bool:
+    return all(b[i + o : i + o + len(p)] == p for o, p in pieces)
+
+
+def _s32(b: bytes, i: int) -> int:
+    return struct.unpack_from("<i", b, i)[0]
+
+
+def _load_r11(b: bytes, i: int) -> tuple[Operand, int] | None:
+    """`mov r11, <operand>`: REX.W+R, 8B /r, only the prefixes that matter to the address (fs, gs, addr32)."""
+    p = modrm_insn(b, i, MOV_PREFIXES)
+    if p is None or p[1] != 0x8B or p[0] & 0xC != 0xC or p[2] != 11:
+        return None
+    return p[3], p[4]
+
+
+def _check_at(
+    b: bytes, i: int, vaddr: int, kind: str, start: int, end: int, branch: int, insns: list[int]
+) -> Unit:
+    c = vaddr + i
+    return Unit(
+        kind,
+        start,
+        end,
+        branch,
+        c,
+        lo=c + 7 + _s32(b, i + 3),
+        size=struct.unpack_from("<I", b, i + 13)[0],
+        distance=_s32(b, i + 23),
+        mask=b[i + 27],
+        stub=c + CHECK_LEN + _s32(b, i + 30),
+        insns=tuple(insns + [c + o for o in CHECK_INSNS]),
+    )
+
+
+def match_unit(b: bytes, i: int, vaddr: int) -> Unit | None:
+    """The guard unit starting at b[i] (address vaddr + i), or None. `b` is the whole segment's bytes."""
+    a = vaddr + i
+    if b[i : i + 14] == RET_HEAD:
+        c = i + 14
+        t = c + CHECK_LEN
+        if not (_fixed(b, c, CHECK) and b[t : t + 10] == RET_TAIL):
+            return None
+        r = t + 10
+        end = (
+            r + 1 if b[r : r + 1] == b"\xc3" else r + 3 if b[r : r + 1] == b"\xc2" and r + 3 <= len(b) else 0
+        )
+        if not end:
+            return None
+        return _check_at(
+            b,
+            c,
+            vaddr,
+            "ret",
+            a,
+            vaddr + end,
+            vaddr + r,
+            [a, a + 5, a + 10, vaddr + t, vaddr + t + 5, vaddr + r],
+        )
+    if b[i : i + 10] == PRESERVE_HEAD:
+        load = _load_r11(b, i + 10)
+        if load is None:
+            return None
+        op2, n = load
+        c = i + 10 + n
+        t = c + CHECK_LEN
+        if not (_fixed(b, c, CHECK) and b[t : t + 13] == PRESERVE_TAIL):
+            return None
+        j = t + 13
+        p = modrm_insn(b, j, JMP_PREFIXES)
+        if p is None or p[1] != 0xFF or p[2] & 7 != 4:
+            return None
+        rest = [
+            a,
+            a + 5,
+            a + 7,
+            a + 9,
+            vaddr + i + 10,
+            vaddr + t,
+            vaddr + t + 1,
+            vaddr + t + 3,
+            vaddr + t + 5,
+            vaddr + j,
+        ]
+        unit = _check_at(b, c, vaddr, "jmp", a, vaddr + j + p[4], vaddr + j, rest)
+        problem = _same_target(op2, vaddr + i + 10 + n, p[3], vaddr + j + p[4])
+        return unit if problem is None else Unit(**{**unit.__dict__, "problem": problem})
+    load = _load_r11(b, i)
+    if load is None:
+        return None
+    c = i + load[1]
+    t = c + CHECK_LEN
+    if not _fixed(b, c, CHECK):
+        return None
+    tail = b[t : t + 6]
+    if tail not in (CALL_TAIL, JMP_TAIL):
+        return None
+    kind = "call" if tail == CALL_TAIL else "jmp"
+    return _check_at(b, c, vaddr, kind, a, vaddr + t + 6, vaddr + t + 3, [a, vaddr + t, vaddr + t + 3])
+
+
+def _same_target(load: Operand, load_end: int, jmp: Operand, jmp_end: int) -> str | None:
+    """The preserving guard checks `load` (read with rsp lowered by 152) but jumps through `jmp`: same value?"""
+    if load.reg is not None or jmp.reg is not None:
+        if load.reg == jmp.reg and load.reg != 4:
+            return None
+        return "checked operand and jmp operand differ (register)"
+    if (load.seg, load.addr32, load.base, load.index, load.scale) != (
+        jmp.seg,
+        jmp.addr32,
+        jmp.base,
+        jmp.index,
+        jmp.scale,
+    ):
+        return "checked operand and jmp operand differ (addressing)"
+    if load.base == "rip":
+        same = load_end + load.disp == jmp_end + jmp.disp
+    else:
+        same = load.disp == jmp.disp + (PRESERVE_STACK if load.base == 4 else 0)
+    return None if same else "checked operand and jmp operand differ (displacement)"
+
+
+def stub_problem(b: bytes, i: int, vaddr: int, lo: int, handler: int, kind: str) -> str | None:
+    """Why the 27 bytes at b[i] are not a violation stub for a `kind` guard that reports to `handler`."""
+    if i < 0 or i + STUB_LEN > len(b):
+        return "violation stub does not lie in executable code"
+    s = b[i : i + STUB_LEN]
+    if s[0:2] != b"\x48\xbf" or s[10:13] != b"\x49\x8d\xb3" or s[17] != 0xBA or s[22] != 0xE9:
+        return f"jz target is not a violation stub: {s.hex()}"
+    if _s32(s, 13) != lo - (1 << 32 if lo >= 1 << 31 else 0):
+        return "violation stub reports a different lo"
+    if _s32(s, 18) != KIND_CODE[kind]:
+        return f"violation stub reports kind {_s32(s, 18)}, expected {KIND_CODE[kind]} ({kind})"
+    target = vaddr + i + STUB_LEN + _s32(s, 23)
+    if target != handler:
+        return f"violation stub jumps to {target:#x}, not to the handler {handler:#x}"
+    return None
+
+
+def near_miss(b: bytes, i: int, vaddr: int, kind: str) -> str:
+    """For an unguarded branch at b[i]: if a guard template almost precedes it, which part differs (diagnostic)."""
+    tail = {"call": CALL_TAIL[:3], "jmp": JMP_TAIL[:3], "ret": RET_TAIL}[kind]
+    c = i - len(tail) - CHECK_LEN
+    if c < 0 or b[i - len(tail) : i] != tail:
+        return ""
+    names = {0: "lea r10", 7: "sub/cmp", 17: "jae/test", 28: "jz"}
+    for off, piece in CHECK:
+        if b[c + off : c + off + len(piece)] != piece:
+            return f" (guard template broken at {vaddr + c + off:#x}: expected {names[off]} {piece.hex()})"
+    return ""
