@@ -25,6 +25,8 @@ LOOKBACK = 16
 
 _RIP_LEA = re.compile(r"^(\w+), \[rip ([+-]) (0x[0-9a-f]+|\d+)\]$")
 _ABS_INDEXED = re.compile(r"qword ptr \[(\w+)\*8 \+ (0x[0-9a-f]+)\]$")
+_ABS_REL_LOAD = re.compile(r"^(\w+), dword ptr \[(\w+)\*4 \+ (0x[0-9a-f]+)\]$")
+_ADD_BASE = re.compile(r"^(\w+), (?:\[\1 \+ )?(0x[0-9a-f]+)\]?$")
 _REL_LOAD = re.compile(r"^\w+, dword ptr \[(\w+) \+ (\w+)\*4\]$")
 
 
@@ -39,6 +41,11 @@ class JumpTable:
     entry_size: int  # 4 (relative to the table) or 8 (absolute)
     targets: tuple[int, ...]
     exact: bool = False  # extent proven by a `cmp idx, N; ja` bound: the table may be rewritten in place
+    base: int = 0  # 4-byte entries are relative to this address (the table itself unless a label is added)
+
+    @property
+    def relative_to(self) -> int:
+        return self.base or self.table
 
 
 def find_jump_table(
@@ -61,6 +68,14 @@ def find_jump_table(
         mn = mnems[j]
         if mn in ("ret", "jmp") or mn.startswith("call"):
             break
+        if mn == "movsxd":
+            m = _ABS_REL_LOAD.match(ops[j])
+            if m:
+                # clang, non-PIE label differences: movsxd r, [idx*4 + T]; lea r, [r + BASE]; jmp r
+                base = _added_constant(mnems[j + 1 : i], ops[j + 1 : i], m.group(1))
+                if base is not None:
+                    bound = _bound(mnems, ops, j, m.group(2))
+                    return _read_table(image, site, int(m.group(3), 16), 4, is_target, bound, base)
         if mn == "movsxd" and base_reg is None:
             m = _REL_LOAD.match(ops[j])
             if m:
@@ -93,6 +108,16 @@ def find_jump_table(
                     if jt is not None:
                         return jt
         raise UnresolvedTable(f"jump table of the jmp at {site:#x} not found (base {base_reg})")
+    return None
+
+
+def _added_constant(mnems: list[str], ops: list[str], reg: str) -> int | None:
+    """The constant added to `reg` by `lea reg, [reg + C]` or `add reg, C` among these instructions."""
+    for mn, op in zip(mnems, ops):
+        if mn in ("lea", "add"):
+            m = _ADD_BASE.match(op)
+            if m and m.group(1) == reg:
+                return int(m.group(2), 16)
     return None
 
 
@@ -155,7 +180,13 @@ def _bound(mnems: list[str], ops: list[str], i: int, index: str) -> int | None:
 
 
 def _read_table(
-    image: Image, site: int, table: int, size: int, is_target: Callable[[int], bool], bound: int | None = None
+    image: Image,
+    site: int,
+    table: int,
+    size: int,
+    is_target: Callable[[int], bool],
+    bound: int | None = None,
+    base: int = 0,
 ) -> JumpTable | None:
     seg = image.segment_at(table)
     if seg is None or seg.executable:
@@ -166,14 +197,15 @@ def _read_table(
     fmt = "<i" if size == 4 else "<Q"
     while addr + size <= limit:
         (v,) = struct.unpack_from(fmt, image.data, seg.offset + addr - seg.vaddr)
-        t = table + v if size == 4 else v
+        t = (base or table) + v if size == 4 else v
         if not is_target(t):
             break
         targets.append(t)
         addr += size
     if not targets:
         return None
-    return JumpTable(site, table, size, tuple(targets), exact=bound is not None and len(targets) == bound)
+    exact = bound is not None and len(targets) == bound
+    return JumpTable(site, table, size, tuple(targets), exact=exact, base=base)
 
 
 def label_offset_targets(image: Image, labels: set[int], starts: set[int]) -> set[int]:

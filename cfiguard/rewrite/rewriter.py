@@ -404,7 +404,7 @@ def _table_patches(choice: _Choice, resolve) -> list[tuple[int, bytes]]:
         if jt.entry_size == 8:
             data = struct.pack(f"<{len(jt.targets)}Q", *(resolve(t) for t in jt.targets))
         else:
-            data = b"".join(encode_s32(resolve(t) - jt.table) for t in jt.targets)
+            data = b"".join(encode_s32(resolve(t) - jt.relative_to) for t in jt.targets)
         out.append((jt.table, data))
     return out
 

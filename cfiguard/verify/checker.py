@@ -1,0 +1,554 @@
+"""The verification itself: segment and layout checks, then a recursive-traversal disassembly with the invariant.
+
+The manifest written by the rewriter is only a hint: each claim in it is checked against the program headers
+and the bytes, and nothing in it is needed for soundness except as a value to compare with (the guards must
+agree with it and it must agree with the segments). Decoding starts from every way into the module (ELF entry,
+exported functions, init/fini functions and arrays, every labelled address) and follows direct branches and
+fall-through. Each byte of executable code has a state (not decoded, instruction start, inside an instruction,
+inside a guard unit); a state only ever moves towards "instruction start", so every address is decoded at most
+once and the traversal ends on any input. A guard is consumed as one unit, so a label or branch target inside it
+is seen as landing inside it, and any ret / indirect call / indirect jmp decoded on its own is unguarded.
+
+Capstone is used in lite mode on linear runs (one call decodes up to CHUNK bytes; the run is cut at the first
+instruction that ends it), which keeps verification of a large binary cheaper than hardening it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import capstone
+
+from cfiguard.verify import elf as elfmod
+from cfiguard.verify.elf import PAGE, PF_W, PF_X, Elf, Malformed
+from cfiguard.verify.guards import MASK, Unit, match_unit, near_miss, stub_problem
+
+MANIFEST_SECTION, MANIFEST_MAGIC = ".cfiguard", b"CFIGUARD"
+CHUNK = 1024  # bytes handed to capstone per call
+FIRST_COUNT = 12  # instructions decoded by the first call of a run; most runs are short (joins, labels)
+MAX_PER_CHECK = 1000  # findings kept per check; a corrupt file must not produce millions of lines
+NONE, START, INSIDE, GUARDED = 0, 1, 2, 3
+ZEROS = [bytes(n) for n in range(16)]
+INSIDES = [bytes([INSIDE]) * n for n in range(16)]
+
+# Instruction classes (by mnemonic, prefixes stripped). Anything else falls through to the next instruction.
+COND, JUMP, CALL, RET, STOP, FAR, TRIGGER = range(7)
+_CLASSES = {"jmp": JUMP, "call": CALL, "ret": RET, "hlt": STOP, "ud2": STOP, "ud0": STOP, "ud1": STOP}
+_CLASSES |= {"int3": STOP, "xbegin": COND, "jrcxz": COND, "jecxz": COND}
+_CLASSES |= dict.fromkeys(("retf", "retfq", "iret", "iretd", "iretq", "sysret", "sysretq", "sysexit"), FAR)
+_CLASSES |= dict.fromkeys(("sysexitq", "ljmp", "lcall"), FAR)
+
+
+class _ClassCache(dict):
+    """mnemonic -> class, computed on first sight; `mov` and `lea` may start a guard unit."""
+
+    def __missing__(self, mnemonic: str) -> int | None:
+        c = self[mnemonic] = TRIGGER if mnemonic in ("mov", "lea") else classify(mnemonic)
+        return c
+
+
+CHECKS = {
+    "elf": "The ELF headers or tables are malformed or truncated.",
+    "manifest": "The .cfiguard manifest is missing or invalid (the file is not hardened by cfiguard).",
+    "layout": "The manifest's code range or label table does not match the segments.",
+    "segment-wx": "A segment, or a page shared by two segments, is both writable and executable.",
+    "code-writable": "Text relocations make code writable at load time.",
+    "exec-stack": "The stack is executable (PT_GNU_STACK missing or with PF_X).",
+    "table-writable": "The label table lies in writable memory.",
+    "exec-tail": "Executable bytes outside the checked code range are not padding.",
+    "unguarded": "A reachable ret, indirect call or indirect jmp is not the last instruction of a guard.",
+    "guard-class": "A guard tests the wrong class mask for its branch.",
+    "guard-range": "A guard's code range (lea target, cmp size) does not match the layout.",
+    "guard-table": "A guard reads labels at a different table distance.",
+    "guard-stub": "A guard's jz does not go to a well-formed violation stub that jumps to the handler.",
+    "guard-operand": "A preserving jmp guard checks a different operand than the one it jumps through.",
+    "guard-decode": "Capstone decodes a guard unit differently from its template.",
+    "handler": "The violation handler is missing or contains a ret or an indirect branch.",
+    "label": "A label is not on an instruction start of executable code, or has unknown class bits.",
+    "inside-guard": "A label, entry or branch target lands strictly inside a guard unit.",
+    "overlap": "Two decoded instructions overlap.",
+    "undecodable": "Reachable bytes cannot be decoded, or decoding runs off the end of executable code.",
+    "bad-target": "An entry or direct branch target lies outside executable code.",
+    "unsupported": "A reachable far or privileged control transfer.",
+    "internal": "The verifier failed unexpectedly (treated as a verification failure).",
+}
+
+
+def classify(mnemonic: str) -> int | None:
+    m = mnemonic.rsplit(" ", 1)[-1]  # bnd, notrack, repz, lock, ...
+    c = _CLASSES.get(m)
+    if c is None and (m.startswith("j") or m.startswith("loop")):
+        return COND
+    return c
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    address: int | None
+    reason: str
+
+
+@dataclass
+class Result:
+    path: str
+    findings: list[Finding] = field(default_factory=list)
+    stats: dict = field(default_factory=dict)
+    error: str | None = None  # set when the input is unusable (exit code 2)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.findings
+
+
+class _Code:
+    """One executable PT_LOAD: its file-backed bytes and a per-byte decoding state."""
+
+    __slots__ = ("vaddr", "end", "data", "state")
+
+    def __init__(self, vaddr: int, data: bytes) -> None:
+        self.vaddr, self.end, self.data, self.state = vaddr, vaddr + len(data), data, bytearray(len(data))
+
+
+class Verifier:
+    def __init__(self, elf: Elf) -> None:
+        self.elf = elf
+        self.findings: list[Finding] = []
+        self._per_check: Counter[str] = Counter()
+        self.md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+        self.code: list[_Code] = []
+        self.units: dict[int, Unit] = {}
+        self.guards: Counter[str] = Counter()
+        self.run_src: dict[int, int | str] = {}
+        self.work: list[tuple[int, int | str]] = []
+        self.insns = 0
+        self.labels = 0
+        self.table: bytes | None = None
+        self.lo = self.size = self.distance = self.handler = 0
+        self._classes = _ClassCache()
+        self._stubs: dict[tuple[int, str], str | None] = {}
+
+    def add(self, check: str, address: int | None, reason: str) -> None:
+        self._per_check[check] += 1
+        n = self._per_check[check]
+        if n <= MAX_PER_CHECK:
+            self.findings.append(Finding(check, address, reason))
+        elif n == MAX_PER_CHECK + 1:
+            self.findings.append(Finding(check, None, f"more {check} findings omitted"))
+
+    # ------------------------------------------------------------------------------------------ driver
+
+    def run(self) -> None:
+        elf = self.elf
+        self._segments()
+        manifest = self._manifest()
+        if manifest is None:
+            return
+        self.lo, self.size, self.distance = manifest["lo"], manifest["size"], manifest["table_distance"]
+        self.handler = manifest["handler"]
+        self._layout(manifest["table"])
+        for s in elf.loads:
+            if s.flags & PF_X:
+                self.code.append(_Code(s.vaddr, elf.data[s.offset : s.offset + s.filesz]))
+        self._check_handler()
+        if self.table is not None:
+            self._push_labels()
+        for what, addr in elf.init_functions():
+            self.work.append((addr, what))
+        for addr in elf.exported_functions():
+            self.work.append((addr, "exported function"))
+        if elf.entry:
+            self.work.append((elf.entry, "ELF entry point"))
+        self._traverse()
+        self.insns = sum(c.state.count(START) for c in self.code) + sum(
+            len(u.insns) - 1 for u in self.units.values()
+        )
+
+    # ------------------------------------------------------------------------------------------ segments, manifest
+
+    def _segments(self) -> None:
+        elf = self.elf
+        xs = [s for s in elf.loads if s.flags & PF_X]
+        if not xs:
+            self.add("elf", None, "no executable segment")
+        for s in elf.loads:
+            if s.flags & PF_X and s.flags & PF_W:
+                self.add(
+                    "segment-wx", s.vaddr, f"segment [{s.vaddr:#x}, {s.end:#x}) is writable and executable"
+                )
+        for x in xs:
+            for w in elf.loads:
+                if w.flags & PF_W and not w.flags & PF_X and _overlap(x.pages(), w.pages()):
+                    self.add(
+                        "segment-wx",
+                        x.vaddr,
+                        f"executable segment at {x.vaddr:#x} shares pages with writable segment at {w.vaddr:#x}",
+                    )
+        if elf.dyn(elfmod.DT_TEXTREL) is not None or (elf.dyn(elfmod.DT_FLAGS) or 0) & elfmod.DF_TEXTREL:
+            self.add("code-writable", None, "DT_TEXTREL: the loader makes code writable to relocate it")
+        stack = [s for s in elf.segments if s.type == elfmod.PT_GNU_STACK]
+        if not stack or stack[0].flags & PF_X:
+            self.add("exec-stack", None, "PT_GNU_STACK is missing or executable")
+
+    def _manifest(self) -> dict | None:
+        sec = self.elf.section(MANIFEST_SECTION)
+        if sec is None:
+            self.add("manifest", None, "not hardened by cfiguard: no .cfiguard section")
+            return None
+        raw = self.elf.section_bytes(sec)
+        if not raw.startswith(MANIFEST_MAGIC):
+            self.add("manifest", None, "not hardened by cfiguard: .cfiguard does not start with CFIGUARD")
+            return None
+        try:
+            m = json.loads(raw[len(MANIFEST_MAGIC) :].decode())
+        except (UnicodeDecodeError, ValueError) as e:
+            self.add("manifest", None, f"manifest is not valid JSON: {e}")
+            return None
+
+        def is_int(v: object) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        problems = []
+        if not isinstance(m, dict) or m.get("format") != 1:
+            problems.append("unsupported manifest format")
+        elif not all(is_int(m.get(k)) for k in ("lo", "size", "table", "table_distance", "handler")):
+            problems.append("lo, size, table, table_distance and handler must be integers")
+        else:
+            if m["classes"] != {"ret": 1, "call": 2, "jmp": 4}:
+                problems.append(f"class bits {m['classes']} differ from ret=1, call=2, jmp=4")
+            if not 0 < m["size"] < 1 << 31 or not 0 <= m["lo"] < 1 << 63:
+                problems.append("size must be in (0, 2**31) and lo non-negative")
+            if m["table"] != m["lo"] + m["table_distance"] or not -(1 << 31) <= m["table_distance"] < 1 << 31:
+                problems.append("table != lo + table_distance, or the distance does not fit 32 bits")
+        for p in problems:
+            self.add("manifest", None, p)
+        return None if problems else m
+
+    def _layout(self, table: int) -> None:
+        elf, lo, hi = self.elf, self.lo, self.lo + self.size
+        for x in elf.loads:
+            if x.flags & PF_X and not (lo <= x.vaddr and x.end <= hi):
+                self.add(
+                    "layout",
+                    x.vaddr,
+                    f"executable segment [{x.vaddr:#x}, {x.end:#x}) is not inside the checked range "
+                    f"[{lo:#x}, {hi:#x}): its targets would pass as outside the module",
+                )
+        seg = next(
+            (s for s in elf.loads if s.vaddr <= table and table + self.size <= s.vaddr + s.filesz), None
+        )
+        if seg is None:
+            self.add("layout", table, f"label table [{table:#x}, {table + self.size:#x}) is not file-backed")
+        else:
+            if seg.flags & PF_X:
+                self.add("layout", table, "label table segment is executable")
+            tpages = (table & -PAGE, (table + self.size + PAGE - 1) & -PAGE)
+            for w in elf.loads:
+                if w.flags & PF_W and _overlap(tpages, w.pages()):
+                    self.add("table-writable", table, f"label table lies in writable segment at {w.vaddr:#x}")
+            self.table = elf.read(table, self.size)
+        self._exec_tail()
+
+    def _exec_tail(self) -> None:
+        """Executable page bytes outside [lo, hi) pass every guard as 'outside the module': they must be padding."""
+        lo, hi = self.lo, self.lo + self.size
+        for x in self.elf.loads:
+            if not x.flags & PF_X:
+                continue
+            p0, p1 = x.pages()
+            for a, b, ok in ((p0, min(lo, p1), b"\xcc"), (max(hi, p0), p1, b"\xcc\x00")):
+                if a >= b:
+                    continue
+                start = x.offset - (x.vaddr - p0) + (a - p0)
+                raw = self.elf.data[max(start, 0) : start + (b - a)]
+                if x.memsz > x.filesz:  # the kernel zero-fills past filesz
+                    raw = raw[: max(0, x.vaddr + x.filesz - a)]
+                if raw.translate(None, ok):
+                    self.add("exec-tail", a, f"executable bytes [{a:#x}, {b:#x}) outside [{lo:#x}, {hi:#x})")
+
+    def _push_labels(self) -> None:
+        table, lo = self.table, self.lo
+        assert table is not None
+        for m in re.finditer(rb"[^\x00-\x07]", table):
+            self.add("label", lo + m.start(), f"label byte {table[m.start()]:#x} has unknown class bits")
+        for m in re.finditer(rb"[^\x00]", table):
+            self.work.append((lo + m.start(), "label"))
+            self.labels += 1
+        self.work.reverse()  # lowest address first
+
+    def _is_label(self, addr: int) -> bool:
+        return self.table is not None and 0 <= addr - self.lo < self.size and self.table[addr - self.lo] != 0
+
+    # ------------------------------------------------------------------------------------------ traversal
+
+    def _code_at(self, addr: int) -> _Code | None:
+        for c in self.code:
+            if c.vaddr <= addr < c.end:
+                return c
+        return None
+
+    def _traverse(self) -> None:
+        work, code = self.work, self.code
+        last = code[0] if code else None
+        while work:
+            addr, src = work.pop()
+            if last is None or not last.vaddr <= addr < last.end:
+                last = self._code_at(addr)
+                if last is None:
+                    if src == "label":
+                        self.add("label", addr, f"label at {addr:#x} is not in executable code")
+                    else:
+                        self.add(
+                            "bad-target", addr, f"{_describe(src)} targets {addr:#x}, outside executable code"
+                        )
+                    continue
+            if last.state[addr - last.vaddr] != START:
+                self._run(last, addr, src)
+
+    def _run(self, code: _Code, addr: int, src: int | str) -> None:
+        """Decode from `addr` along fall-through, queueing direct targets, until the path ends or joins."""
+        st, data, base = code.state, code.data, code.vaddr
+        off = addr - base
+        self.run_src[addr] = src
+        quiet = False
+        if st[off]:
+            self._landed_inside(code, off, src)
+            quiet = True  # one finding per desynchronised run
+        md, classes, work = self.md, self._classes, self.work
+        n_data, count = len(data), FIRST_COUNT
+        while True:
+            restart, a, s = -1, -1, 0
+            for a, s, m, o in md.disasm_lite(data[off : off + CHUNK], base + off, count):
+                k = a - base
+                c = st[k]
+                if c == START:
+                    return
+                conflict = c or st[k + 1 : k + s] != ZEROS[s - 1]
+                if conflict and not quiet:
+                    self._overlap(code, k, s)
+                    quiet = True
+                cls = classes[m]
+                if cls is TRIGGER:
+                    if o[:5] == "r11, " or o == "qword ptr [rsp - 8], r11" or o == "rsp, [rsp - 0x80]":
+                        unit = match_unit(data, k, base)
+                        if unit is not None:
+                            self._unit(code, unit)
+                            if unit.kind != "call":
+                                return
+                            restart = unit.end - base
+                            break
+                    cls = None
+                if conflict:
+                    for p in range(k + 1, k + s):
+                        if not st[p]:
+                            st[p] = INSIDE
+                else:
+                    st[k + 1 : k + s] = INSIDES[s - 1]
+                st[k] = START
+                if cls is None:
+                    continue
+                if cls == COND:
+                    if o[:2] == "0x":
+                        work.append((int(o, 16), a))
+                    else:
+                        self.add(
+                            "unsupported", a, f"`{_text(m, o)}`: conditional branch without a direct target"
+                        )
+                    continue
+                if cls == CALL or cls == JUMP:
+                    if o[:2] == "0x":
+                        work.append((int(o, 16), a))
+                        if cls == CALL:
+                            continue
+                        return
+                    kind = "call" if cls == CALL else "jmp"
+                    self.add(
+                        "unguarded",
+                        a,
+                        f"indirect {kind} `{_text(m, o)}` is not the last instruction of a recognised {kind} guard"
+                        + near_miss(data, k, base, kind),
+                    )
+                    if cls == CALL:
+                        continue
+                    return
+                if cls == RET:
+                    self.add(
+                        "unguarded",
+                        a,
+                        f"`{_text(m, o)}` is not the last instruction of a recognised ret guard"
+                        + near_miss(data, k, base, "ret"),
+                    )
+                elif cls == FAR:
+                    self.add("unsupported", a, f"far or privileged control transfer `{_text(m, o)}`")
+                return  # RET, STOP or FAR
+            if restart >= 0:
+                off = restart
+            elif a < 0:  # capstone decoded nothing at `off`
+                if off < n_data:
+                    raw = data[off : off + 15].hex()
+                    self.add("undecodable", base + off, f"cannot decode the bytes at {base + off:#x}: {raw}")
+                    return
+            else:  # the run goes on past this batch: decode more at a time
+                off, count = a + s - base, min(count * 4, CHUNK // 4)
+            if off >= n_data:
+                self.add("undecodable", base + off, "decoding runs past the end of the executable segment")
+                return
+
+    def _start_before(self, code: _Code, off: int) -> int:
+        """Address of the nearest instruction or unit start at or before `off` (for messages)."""
+        for p in range(off, max(-1, off - 128), -1):
+            if code.state[p] == START:
+                return code.vaddr + p
+        return code.vaddr + off
+
+    def _landed_inside(self, code: _Code, off: int, src: int | str) -> None:
+        addr = code.vaddr + off
+        owner = self._start_before(code, off - 1)
+        if code.state[off] == GUARDED:
+            self.add("inside-guard", addr, f"{_describe(src)} lands inside the guard unit at {owner:#x}")
+        elif src == "label":
+            self.add("label", addr, f"label at {addr:#x} lies inside the instruction at {owner:#x}")
+        else:
+            self.add("overlap", addr, f"{_describe(src)} lands inside the instruction at {owner:#x}")
+
+    def _overlap(self, code: _Code, k: int, s: int) -> None:
+        a = code.vaddr + k
+        if code.state[k]:
+            owner = self._start_before(code, k - 1)
+            self.add("overlap", a, f"instruction at {a:#x} starts inside the instruction at {owner:#x}")
+            return
+        p = next(p for p in range(k + 1, k + s) if code.state[p])
+        other = code.vaddr + p
+        if code.state[p] == START and self._is_label(other):
+            self.add("label", other, f"label at {other:#x} lies inside the instruction at {a:#x}")
+        elif code.state[p] == START and other in self.units:
+            self.add("inside-guard", a, f"instruction at {a:#x} overlaps the guard unit at {other:#x}")
+        else:
+            self.add(
+                "overlap", a, f"instruction at {a:#x} ({s} bytes) overlaps the instruction at {other:#x}"
+            )
+
+    def _unit(self, code: _Code, u: Unit) -> None:
+        """Account for a matched guard: claim its bytes as one unit, then check every field against the layout."""
+        st, base = code.state, code.vaddr
+        k0, k1 = u.start - base, u.end - base
+        for p in range(k0 + 1, k1):
+            c = st[p]
+            if c == START:
+                x = base + p
+                src = self.run_src.get(x)
+                what = "label" if self._is_label(x) else _describe(src) if src is not None else "decoding"
+                self.add("inside-guard", x, f"{what} lands at {x:#x}, inside the guard unit at {u.start:#x}")
+            elif not c:
+                st[p] = GUARDED
+        st[k0] = START
+        self.units[u.start] = u
+        self.guards[u.kind] += 1
+        dec = list(self.md.disasm_lite(code.data[k0:k1], u.start))
+        if [a for a, _, _, _ in dec] != sorted(u.insns) or dec[-1][0] + dec[-1][1] != u.end:
+            self.add(
+                "guard-decode",
+                u.branch,
+                f"capstone does not decode the guard at {u.start:#x} as its template",
+            )
+        where = f"the {u.kind} guard at {u.start:#x}"
+        if u.problem:
+            self.add("guard-operand", u.branch, f"{where}: {u.problem}")
+        if u.lo != self.lo:
+            self.add("guard-range", u.branch, f"{where}: lea r10 resolves to {u.lo:#x}, not lo {self.lo:#x}")
+        if u.size != self.size:
+            self.add("guard-range", u.branch, f"{where}: cmp uses size {u.size:#x}, not {self.size:#x}")
+        if u.distance != self.distance:
+            self.add(
+                "guard-table",
+                u.branch,
+                f"{where}: test reads labels at distance {u.distance:#x}, not {self.distance:#x}",
+            )
+        if u.mask != MASK[u.kind]:
+            self.add(
+                "guard-class", u.branch, f"{where}: tests class mask {u.mask:#x}, expected {MASK[u.kind]:#x}"
+            )
+        key = (u.stub, u.kind)
+        if key not in self._stubs:
+            sc = self._code_at(u.stub)
+            problem = "jz target is not in executable code"
+            if sc is not None:
+                problem = stub_problem(sc.data, u.stub - sc.vaddr, sc.vaddr, self.lo, self.handler, u.kind)
+            self._stubs[key] = problem
+        if self._stubs[key]:
+            self.add("guard-stub", u.branch, f"{where}: {self._stubs[key]}")
+        self.work.append((u.stub, u.check + 28))
+
+    def _check_handler(self) -> None:
+        """The handler runs on a violation: it must end the process without a ret or an indirect branch."""
+        todo, seen = [self.handler], set()
+        while todo and len(seen) < 10000:
+            a = todo.pop()
+            code = self._code_at(a)
+            if code is None:
+                self.add("handler", a, f"violation handler code at {a:#x} is not in executable code")
+                continue
+            off, ended = a - code.vaddr, False
+            for addr, _, m, o in self.md.disasm_lite(code.data[off : off + 4096], a):
+                ended = addr in seen
+                if ended:
+                    break
+                seen.add(addr)
+                cls = classify(m)
+                if cls in (RET, FAR) or (cls in (CALL, JUMP, COND) and o[:2] != "0x"):
+                    self.add("handler", addr, f"violation handler contains `{_text(m, o)}`")
+                    ended = True
+                    break
+                if cls in (CALL, JUMP, COND):
+                    todo.append(int(o, 16))
+                if cls in (JUMP, STOP):
+                    ended = True
+                    break
+            if not ended:
+                self.add("handler", a, f"violation handler code from {a:#x} does not decode to a stop")
+
+
+def _overlap(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    return a[0] < b[1] and b[0] < a[1]
+
+
+def _text(mnemonic: str, op: str) -> str:
+    return f"{mnemonic} {op}" if op else mnemonic
+
+
+def _describe(src: int | str | None) -> str:
+    return f"branch at {src:#x}" if isinstance(src, int) else str(src)
+
+
+def verify_file(path: str) -> Result:
+    """Verify one file. Never raises for a bad input: unusable inputs set `error`, the rest become findings."""
+    t0 = time.monotonic()
+    result = Result(path)
+    try:
+        elf = elfmod.load(path)
+    except elfmod.UnusableInput as e:
+        result.error = str(e)
+        return result
+    except Malformed as e:
+        result.findings.append(Finding("elf", None, str(e)))
+        return result
+    v = Verifier(elf)
+    try:
+        v.run()
+    except (Malformed, struct.error) as e:
+        v.add("elf", None, f"malformed ELF: {e}")
+    except Exception as e:  # noqa: BLE001 - fail closed: an internal error must fail the file, not pass it
+        v.add("internal", None, f"verifier error: {type(e).__name__}: {e}")
+    result.findings = v.findings
+    result.stats = {
+        "instructions": v.insns,
+        "guards": dict(sorted(v.guards.items())),
+        "labels": v.labels,
+        "seconds": round(time.monotonic() - t0, 3),
+    }
+    return result
