@@ -69,8 +69,10 @@ def harden(input_path: str, output_path: str, strict: bool = False) -> HardenRes
         input_path, output_path, rw.sites, rw.not_relocated, len(facts.functions), rw.relocated, 0.0
     )
     if strict and result.counts["unguarded"]:
-        raise StrictModeError(
+        err = StrictModeError(
             f"{input_path}: {result.counts['unguarded']} site(s) would stay unguarded (--strict); nothing written"
         )
+        err.result = result
+        raise err
     writer.write(output_path, rw, image.mode)
     return HardenResult(**{**result.__dict__, "seconds": time.monotonic() - t0})

@@ -36,6 +36,9 @@ def harden(
     try:
         result = api.harden(str(input), str(output), strict=strict)
     except CfiguardError as e:
+        partial = getattr(e, "result", None)  # --strict: the report still says which sites and why
+        if report is not None and partial is not None:
+            write_json(str(report), harden_report(partial))
         _fail(e)
         return
     if report is not None:
@@ -52,6 +55,44 @@ def version() -> None:
     from cfiguard import __version__
 
     typer.echo(__version__)
+
+
+@app.command()
+def verify(
+    files: list[Path] = typer.Argument(..., help="Hardened ELF files to check."),
+    fmt: str = typer.Option("text", "--format", help="Report format: text, json or sarif."),
+    output: Path | None = typer.Option(
+        None, "-o", "--output", help="Write the report here instead of stdout."
+    ),
+) -> None:
+    """Check FILES independently of the rewriter: every reachable ret, indirect call and indirect jmp must be
+    guarded. Exit 0 if every file verifies, 1 if any fails, 2 if any input is unusable."""
+    from cfiguard import __version__
+    from cfiguard.verify import verify_file
+    from cfiguard.verify.report import render, status
+
+    if fmt not in ("text", "json", "sarif"):
+        typer.echo(f"cfiguard: error: unknown --format {fmt!r} (use text, json or sarif)", err=True)
+        raise typer.Exit(2)
+    results = [verify_file(str(f)) for f in files]
+    for r in results:
+        if r.error is not None:
+            typer.echo(f"cfiguard: error: {r.path}: {r.error}", err=True)
+        else:
+            n = len(r.findings)
+            typer.echo(f"cfiguard: {r.path}: {status(r)}" + (f" ({n} finding(s))" if n else ""), err=True)
+    report = render(results, fmt, __version__)
+    if output is None:
+        typer.echo(report, nl=False)
+    else:
+        try:
+            output.write_text(report)
+        except OSError as e:
+            typer.echo(f"cfiguard: error: {output}: {e.strerror or e}", err=True)
+            raise typer.Exit(2) from None
+    if any(r.error is not None for r in results):
+        raise typer.Exit(2)
+    raise typer.Exit(0 if all(r.ok for r in results) else 1)
 
 
 def main() -> None:  # pragma: no cover

@@ -113,7 +113,7 @@ def find_jump_table(
 
 def _added_constant(mnems: list[str], ops: list[str], reg: str) -> int | None:
     """The constant added to `reg` by `lea reg, [reg + C]` or `add reg, C` among these instructions."""
-    for mn, op in zip(mnems, ops):
+    for mn, op in zip(mnems, ops, strict=True):
         if mn in ("lea", "add"):
             m = _ADD_BASE.match(op)
             if m and m.group(1) == reg:

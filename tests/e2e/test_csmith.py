@@ -19,7 +19,12 @@ from e2e_support import check_report, harden
 CSMITH = shutil.which("csmith")
 INCLUDE = "/usr/include/csmith"
 N_SEEDS = int(os.environ.get("CFIGUARD_CSMITH_SEEDS", "8"))
-FLAVOURS = [("gcc", "-O2", "pie"), ("clang", "-O0", "nopie"), ("gcc", "-O0", "nopie"), ("clang", "-O2", "pie")]
+FLAVOURS = [
+    ("gcc", "-O2", "pie"),
+    ("clang", "-O0", "nopie"),
+    ("gcc", "-O0", "nopie"),
+    ("clang", "-O2", "pie"),
+]
 
 pytestmark = pytest.mark.skipif(
     CSMITH is None or not os.path.isdir(INCLUDE),
@@ -46,7 +51,9 @@ def test_csmith_checksum(seed: int, tmp_path: Path) -> None:
     try:
         original = _run(exe, 10)
     except subprocess.TimeoutExpired:
-        pytest.skip(f"seed {seed}: the original program does not finish in 10 s (csmith may generate long loops)")
+        pytest.skip(
+            f"seed {seed}: the original program does not finish in 10 s (csmith may generate long loops)"
+        )
     assert "checksum" in original.stdout
     proc = harden(exe, tmp_path / "h", tmp_path / "h.json")
     assert proc.returncode == 0, proc.stderr

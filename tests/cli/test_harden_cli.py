@@ -1,0 +1,142 @@
+"""Golden behaviour of `cfiguard harden`: exit codes, messages, no partial output, permissions, --strict."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+PROGRAM = r"""
+#include <stdio.h>
+static int sq(int x) { return x * x; }
+int (*volatile op)(int) = sq;
+int main(void) { printf("%d\n", op(7)); return 3; }
+"""
+
+TINY_RET = r"""
+#include <stdio.h>
+__attribute__((noinline)) int f(int x) { return x + 1; }
+int main(int argc, char **argv) { printf("%d\n", f(argc)); return 0; }
+"""
+
+
+def cfiguard(*args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run(
+        [sys.executable, "-m", "cfiguard.cli", *args], capture_output=True, text=True, env=env
+    )
+
+
+@pytest.fixture(scope="module")
+def program(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("prog")
+    (d / "p.c").write_text(PROGRAM)
+    subprocess.run(["gcc", "-O2", "-o", str(d / "p"), str(d / "p.c")], check=True)
+    os.chmod(d / "p", 0o750)
+    return d / "p"
+
+
+def test_harden_success_summary_and_mode(program: Path, tmp_path: Path) -> None:
+    out, report = tmp_path / "p.cfi", tmp_path / "r.json"
+    before = program.read_bytes()
+    proc = cfiguard("harden", str(program), "-o", str(out), "--report", str(report))
+    assert proc.returncode == 0, proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"cfiguard: {program}: ") and "guarded" in line and "unguarded" in line
+    assert program.read_bytes() == before  # the input is never modified
+    assert stat.S_IMODE(out.stat().st_mode) == 0o750
+    run = subprocess.run([str(out)], capture_output=True, text=True)
+    assert (run.returncode, run.stdout) == (3, "49\n")
+    doc = json.loads(report.read_text())
+    c = doc["counts"]
+    assert c["found"] == c["guarded"] + c["safe"] + c["unguarded"] == len(doc["sites"])
+    assert all(s["kind"] in ("call", "jmp", "ret") for s in doc["sites"])
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".cfiguard-")]  # no temporary left behind
+
+
+def test_rehardening_is_refused(program: Path, tmp_path: Path) -> None:
+    out = tmp_path / "p.cfi"
+    assert cfiguard("harden", str(program), "-o", str(out)).returncode == 0
+    proc = cfiguard("harden", str(out), "-o", str(tmp_path / "again"))
+    assert proc.returncode == 2
+    assert "already hardened" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "again").exists()
+
+
+def _file(d: Path, name: str, data: bytes) -> Path:
+    (d / name).write_bytes(data)
+    return d / name
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: d / "missing", "No such file"),
+        (lambda d: d, "is a directory"),
+        (lambda d: _file(d, "empty", b""), "not an ELF"),
+        (lambda d: _file(d, "script", b"#!/bin/sh\necho hi\n"), "not an ELF"),
+        (lambda d: _file(d, "random", bytes(range(256)) * 16), "not an ELF"),
+    ],
+)
+def test_bad_input_exit_2_one_line(tmp_path: Path, make, message: str) -> None:
+    src = make(tmp_path)
+    out = tmp_path / "out"
+    proc = cfiguard("harden", str(src), "-o", str(out))
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("cfiguard: error: ") and message in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
+def test_truncated_elf(program: Path, tmp_path: Path) -> None:
+    cut = tmp_path / "cut"
+    cut.write_bytes(program.read_bytes()[:2000])
+    proc = cfiguard("harden", str(cut), "-o", str(tmp_path / "o"))
+    assert proc.returncode == 2 and "cfiguard: error:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_output_directory_missing(program: Path, tmp_path: Path) -> None:
+    proc = cfiguard("harden", str(program), "-o", str(tmp_path / "no" / "such" / "dir" / "x"))
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+def test_strict_writes_nothing_when_a_site_stays_unguarded(tmp_path: Path) -> None:
+    # A 1-byte function with its own address taken, placed right before another function: no room for a
+    # forwarding jump, so its `ret` stays unguarded. Built with an assembler file to make the layout exact.
+    asm = tmp_path / "t.s"
+    asm.write_text(
+        """
+        .text
+        .globl main
+        .type tiny, @function
+tiny:   ret
+        .size tiny, 1
+        .type main, @function
+main:   lea tiny(%rip), %rax
+        call *%rax
+        xor %eax, %eax
+        ret
+        .size main, .-main
+        .section .note.GNU-stack,"",@progbits
+"""
+    )
+    exe = tmp_path / "t"
+    subprocess.run(["gcc", "-o", str(exe), str(asm)], check=True)
+    out, report = tmp_path / "t.cfi", tmp_path / "t.json"
+    proc = cfiguard("harden", str(exe), "-o", str(out), "--strict", "--report", str(report))
+    assert proc.returncode == 1, proc.stderr
+    assert "--strict" in proc.stderr and not out.exists()
+    doc = json.loads(report.read_text())
+    unguarded = [s for s in doc["sites"] if s["outcome"] == "unguarded"]
+    assert unguarded and all(s["reason"] for s in unguarded)
+    # Without --strict the same input hardens, runs, and reports the site.
+    proc = cfiguard("harden", str(exe), "-o", str(out))
+    assert proc.returncode == 0 and "1 unguarded" in proc.stderr
+    assert subprocess.run([str(out)]).returncode == 0
