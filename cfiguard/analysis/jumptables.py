@@ -24,7 +24,7 @@ MAX_ENTRIES = 4096
 LOOKBACK = 16
 
 _RIP_LEA = re.compile(r"^(\w+), \[rip ([+-]) (0x[0-9a-f]+|\d+)\]$")
-_ABS_INDEXED = re.compile(r"qword ptr \[(\w+)\*8 \+ (0x[0-9a-f]+)\]$")
+_ABS_INDEXED = re.compile(r"qword ptr (?:ds:)?\[(\w+)\*8 \+ (0x[0-9a-f]+)\]$")
 _ABS_REL_LOAD = re.compile(r"^(\w+), dword ptr \[(\w+)\*4 \+ (0x[0-9a-f]+)\]$")
 _ADD_BASE = re.compile(r"^(\w+), (?:\[\1 \+ )?(0x[0-9a-f]+)\]?$")
 _REL_LOAD = re.compile(r"^\w+, dword ptr \[(\w+) \+ (\w+)\*4\]$")
