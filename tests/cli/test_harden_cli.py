@@ -140,3 +140,23 @@ main:   lea tiny(%rip), %rax
     proc = cfiguard("harden", str(exe), "-o", str(out))
     assert proc.returncode == 0 and "1 unguarded" in proc.stderr
     assert subprocess.run([str(out)]).returncode == 0
+
+
+def test_cet_ibt_bit_cleared_shstk_kept(tmp_path: Path) -> None:
+    """Forwarded targets carry no endbr64, so IBT must not be claimed; returns stay paired, so SHSTK may."""
+    src = tmp_path / "c.c"
+    src.write_text("int main(void) { return 0; }\n")
+    exe = tmp_path / "c"
+    subprocess.run(
+        ["gcc", "-fcf-protection=full", "-Wl,-z,ibt", "-Wl,-z,shstk", "-o", str(exe), str(src)], check=True
+    )
+
+    def features(path: Path) -> str:
+        notes = subprocess.run(["readelf", "-n", str(path)], capture_output=True, text=True, check=True).stdout
+        return next((line for line in notes.splitlines() if "x86 feature" in line), "")
+
+    assert "IBT" in features(exe) and "SHSTK" in features(exe)
+    out = tmp_path / "c.cfi"
+    assert cfiguard("harden", str(exe), "-o", str(out)).returncode == 0
+    assert "IBT" not in features(out) and "SHSTK" in features(out)
+    assert subprocess.run([str(out)]).returncode == 0
