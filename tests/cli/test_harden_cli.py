@@ -152,7 +152,9 @@ def test_cet_ibt_bit_cleared_shstk_kept(tmp_path: Path) -> None:
     )
 
     def features(path: Path) -> str:
-        notes = subprocess.run(["readelf", "-n", str(path)], capture_output=True, text=True, check=True).stdout
+        notes = subprocess.run(
+            ["readelf", "-n", str(path)], capture_output=True, text=True, check=True
+        ).stdout
         return next((line for line in notes.splitlines() if "x86 feature" in line), "")
 
     assert "IBT" in features(exe) and "SHSTK" in features(exe)
