@@ -102,13 +102,15 @@ def mov_r11_from(raw: bytes, mem: MemOperand | None, at: int, old_addr: int, ext
     return bytes(out)
 
 
-def redisplace_rip(raw: bytes, mem: MemOperand, old_addr: int, at: int) -> bytes:
-    """Instruction `raw` moved from `old_addr` to `at`, its rip-relative operand aimed at the same address."""
+def redisplace_rip(raw: bytes, mem: MemOperand, old_addr: int, at: int, target: int | None = None) -> bytes:
+    """Instruction `raw` moved from `old_addr` to `at`, its rip-relative operand aimed at the same address
+    (or at `target` when given)."""
     # rip-relative displacements are always 32-bit (capstone under-reports disp_size for some SSE forms).
     off = mem.disp_offset
     if off <= 0 or off + 4 > len(raw):
         raise RewriteError(f"rip-relative operand without disp32 at {old_addr:#x}")
-    target = old_addr + len(raw) + mem.disp
+    if target is None:
+        target = old_addr + len(raw) + mem.disp
     out = bytearray(raw)
     out[off : off + 4] = s32(target - (at + len(raw)))
     return bytes(out)

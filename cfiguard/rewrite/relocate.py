@@ -136,11 +136,13 @@ def emit_function(
     resolve: callable,
     viol_stub: callable,
     return_labels: list[int],
+    pointer: callable = lambda a: a,
 ) -> bytes:
     """Bytes of the relocated function at plan.new_start.
 
     resolve(old_target) gives the address a direct branch must now go to; viol_stub(old_site, kind) gives the
-    address of the site's violation stub; return sites of calls are appended to return_labels (new addresses).
+    address of the site's violation stub; return sites of calls are appended to return_labels (new addresses);
+    pointer(address) gives what a rip-relative operand must now reach (new address of a redirected entry).
     """
     fc = plan.fc
     d = fc.dec
@@ -165,7 +167,8 @@ def emit_function(
         elif k == "loop":
             out += encode.loop_expansion(raw, at, resolve(s.target))
         elif k == "rip":
-            out += encode.redisplace_rip(raw, s.mem, s.old, at)
+            target = s.old + len(raw) + s.mem.disp
+            out += encode.redisplace_rip(raw, s.mem, s.old, at, pointer(target))
         elif k == "ret":
             t = template("ret")
             out += instantiate(

@@ -23,6 +23,7 @@ from cfiguard.image.lsda import parse_lsda
 from cfiguard.policy.labels import CALL, JMP, RET, Policy
 from cfiguard.rewrite.encode import s32 as encode_s32
 from cfiguard.rewrite.handler import handler_code
+from cfiguard.rewrite.redirect import redirect_patches, redirectable, relative_relocations
 from cfiguard.rewrite.relocate import (
     VIOL_STUB_SIZE,
     FunctionPlan,
@@ -128,6 +129,7 @@ def rewrite(facts: ModuleFacts, policy: Policy, code_vaddr: int, rodata_reserve:
             resolve,
             lambda s, k: (stub_kinds.setdefault(s, k), viol_stub(s, k))[1],
             return_labels,
+            lambda a: resolve(a) if a in choice.redirected else a,
         )
     code += b"\xcc" * (stubs_vaddr - code_vaddr - len(code))
     for site, k in stub_index.items():
@@ -145,6 +147,7 @@ def rewrite(facts: ModuleFacts, policy: Policy, code_vaddr: int, rodata_reserve:
         table[addr - lo] |= RET
 
     patches = _old_code_patches(choice, resolve) + _table_patches(choice, resolve)
+    patches += redirect_patches(facts, choice.redirected, choice.relatives, resolve)
     patches += _cet_patch(image)
     sites, not_relocated = _outcomes(facts, plans, choice.rejected)
     return Rewritten(
@@ -183,6 +186,8 @@ class _Choice:
     regions: list[Region]
     rejected: dict[int, str]
     tables: list[JumpTable]
+    redirected: set[int]  # entries whose every reference is rewritten to the new address
+    relatives: dict[int, list[int]]
 
 
 def _choose(facts: ModuleFacts, policy: Policy) -> _Choice:
@@ -203,9 +208,13 @@ def _choose(facts: ModuleFacts, policy: Policy) -> _Choice:
             rejected[start] = str(e)
     limits = _old_limits(facts)
     widened: set[int] = set()
+    redirected: set[int] = set()
+    relatives = relative_relocations(facts)
     while True:
         tables = _rewritable_tables(facts, plans)
         entries = _entries(facts, policy, plans, tables)
+        for start in plans:
+            entries[start] -= redirected
         regions: list[Region] = []
         failed: dict[int, str] = {}
         for start, p in plans.items():
@@ -225,11 +234,24 @@ def _choose(facts: ModuleFacts, policy: Policy) -> _Choice:
         if grow and _widen(facts, plans, grow, widened):
             plans = dict(sorted(plans.items()))
             continue
+        # Still no room: rewrite every reference to a cramped entry instead (see redirect.py).
+        more = {
+            e
+            for st in failed
+            for e in entries[st]
+            if e not in redirected and redirectable(facts, e, set(plans), relatives)
+        }
+        if more:
+            redirected |= more
+            continue
         for start, reason in failed.items():
             rejected[start] = reason
             del plans[start]
         if not failed:
-            return _Choice(dict(sorted(plans.items())), regions, rejected, tables)
+            kept = {
+                e for e in redirected if (fc := facts.function_at(e)) is not None and fc.func.start in plans
+            }
+            return _Choice(dict(sorted(plans.items())), regions, rejected, tables, kept, relatives)
 
 
 def _widen(facts: ModuleFacts, plans: dict[int, FunctionPlan], grow: list[int], widened: set[int]) -> bool:
@@ -332,8 +354,9 @@ def _old_limits(facts: ModuleFacts) -> dict[int, int]:
         nxt = min(nxt, seg.vaddr + seg.filesz) if seg else end
         limit = end
         if end < nxt <= end + 64:
-            d = decode_range(image.read(end, nxt - end), end)
-            if d.complete and all(m in PADDING_MNEMONICS for m in d.mnems):
+            pad = image.read(end, nxt - end)
+            d = decode_range(pad, end)
+            if not pad.strip(b"\0\xcc") or (d.complete and all(m in PADDING_MNEMONICS for m in d.mnems)):
                 limit = nxt
         limits[fc.func.start] = limit
     return limits
@@ -389,6 +412,9 @@ def _labels(facts: ModuleFacts, policy: Policy, choice: _Choice, resolve):
             bits &= ~RET
             if addr in moved:
                 bits &= ~JMP
+            if addr in choice.redirected:
+                yield resolve(addr), bits
+                continue
         if bits:
             yield addr, bits
     for jt in choice.tables:

@@ -34,6 +34,7 @@ FIRST_COUNT = 12  # instructions decoded by the first call of a run; most runs a
 MAX_PER_CHECK = 1000  # findings kept per check; a corrupt file must not produce millions of lines
 NONE, START, INSIDE, GUARDED = 0, 1, 2, 3
 ZEROS = [bytes(n) for n in range(16)]
+LEGACY_PREFIXES = frozenset(b"\xf0\xf2\xf3\x2e\x36\x3e\x26\x64\x65\x66\x67")
 INSIDES = [bytes([INSIDE]) * n for n in range(16)]
 
 # Instruction classes (by mnemonic, prefixes stripped). Anything else falls through to the next instruction.
@@ -317,8 +318,7 @@ class Verifier:
         self.run_src[addr] = src
         quiet = False
         if st[off]:
-            self._landed_inside(code, off, src)
-            quiet = True  # one finding per desynchronised run
+            quiet = self._landed_inside(code, off, src)  # one finding per desynchronised run
         md, classes, work = self.md, self._classes, self.work
         n_data, count = len(data), FIRST_COUNT
         while True:
@@ -330,8 +330,7 @@ class Verifier:
                     return
                 conflict = c or st[k + 1 : k + s] != ZEROS[s - 1]
                 if conflict and not quiet:
-                    self._overlap(code, k, s)
-                    quiet = True
+                    quiet = self._overlap(code, k, s)
                 cls = classes[m]
                 if cls is TRIGGER:
                     if o[:5] == "r11, " or o == "qword ptr [rsp - 8], r11" or o == "rsp, [rsp - 0x80]":
@@ -406,32 +405,54 @@ class Verifier:
                 return code.vaddr + p
         return code.vaddr + off
 
-    def _landed_inside(self, code: _Code, off: int, src: int | str) -> None:
+    def _prefix_skip(self, code: _Code, outer: int, inner: int) -> bool:
+        """True when the instruction at `inner` is the one at `outer` minus leading legacy prefixes (the
+        `je 1f; lock; 1: cmpxchg` idiom of glibc): both decodings end together, so nothing is hidden."""
+        data = code.data
+        if not 0 < inner - outer < 15 or any(b not in LEGACY_PREFIXES for b in data[outer:inner]):
+            return False
+        ends = []
+        for at in (outer, inner):
+            dec = list(self.md.disasm_lite(data[at : at + 15], code.vaddr + at, 1))
+            ends.append(at + dec[0][1] if dec else -1)
+        return ends[0] == ends[1] != -1
+
+    def _landed_inside(self, code: _Code, off: int, src: int | str) -> bool:
+        """Report a run that starts inside an instruction or guard. False if it is a benign prefix skip."""
         addr = code.vaddr + off
         owner = self._start_before(code, off - 1)
         if code.state[off] == GUARDED:
             self.add("inside-guard", addr, f"{_describe(src)} lands inside the guard unit at {owner:#x}")
         elif src == "label":
             self.add("label", addr, f"label at {addr:#x} lies inside the instruction at {owner:#x}")
+        elif self._prefix_skip(code, owner - code.vaddr, off):
+            return False
         else:
             self.add("overlap", addr, f"{_describe(src)} lands inside the instruction at {owner:#x}")
+        return True
 
-    def _overlap(self, code: _Code, k: int, s: int) -> None:
-        a = code.vaddr + k
-        if code.state[k]:
+    def _overlap(self, code: _Code, k: int, s: int) -> bool:
+        """Report the instruction at k (s bytes) that overlaps earlier decoding. False if benign."""
+        st, a = code.state, code.vaddr + k
+        if st[k]:
             owner = self._start_before(code, k - 1)
+            if self._prefix_skip(code, owner - code.vaddr, k):
+                return False
             self.add("overlap", a, f"instruction at {a:#x} starts inside the instruction at {owner:#x}")
-            return
-        p = next(p for p in range(k + 1, k + s) if code.state[p])
+            return True
+        p = next(p for p in range(k + 1, k + s) if st[p])
         other = code.vaddr + p
-        if code.state[p] == START and self._is_label(other):
+        if st[p] == START and self._is_label(other):
             self.add("label", other, f"label at {other:#x} lies inside the instruction at {a:#x}")
-        elif code.state[p] == START and other in self.units:
+        elif st[p] == START and other in self.units:
             self.add("inside-guard", a, f"instruction at {a:#x} overlaps the guard unit at {other:#x}")
+        elif st[p] == START and self._prefix_skip(code, k, p):
+            return False
         else:
             self.add(
                 "overlap", a, f"instruction at {a:#x} ({s} bytes) overlaps the instruction at {other:#x}"
             )
+        return True
 
     def _unit(self, code: _Code, u: Unit) -> None:
         """Account for a matched guard: claim its bytes as one unit, then check every field against the layout."""
