@@ -6,7 +6,8 @@ the new address instead, and the old address needs no jump at all. All reference
 equality still holds. Rewritable references:
 - RELATIVE relocations in position-independent files (the addend, and the slot's file value if it holds it);
 - aligned data words holding the address in position-dependent files (the same words the analysis scanned);
-- rip-relative operands in relocated code (the emitter aims them at the new address).
+- rip-relative operands in relocated code (the emitter aims them at the new address);
+- the st_value of an exported symbol in .dynsym (other modules then bind to the new address).
 Anything else (an exported symbol, the entry point, an absolute immediate in code, a direct branch or a
 reference from code that stays in place, a jump-table entry) makes the entry not redirectable.
 """
@@ -39,8 +40,10 @@ def relative_relocations(facts: ModuleFacts) -> dict[int, list[int]]:
 
 def redirectable(facts: ModuleFacts, addr: int, relocated: set[int], relatives: dict[int, list[int]]) -> bool:
     image = facts.image
-    if addr in facts.call_entries:  # exported, entry point, init/fini, IFUNC resolver: named from outside
+    if addr == image.entry or addr in image.init_functions:
         return False
+    if addr in facts.call_entries and not any(s.exported and s.addr == addr for s in image.symbols):
+        return False  # an IFUNC resolver (IRELATIVE) or another entry named from outside
     if image.section(".relr.dyn") is not None:
         return False
     for src in facts.direct_targets.get(addr, ()):
@@ -80,4 +83,18 @@ def redirect_patches(
         else:
             for word in facts.data_words.get(addr, ()):
                 out.append((word, new))
+        out += [(v, new) for v in _dynsym_values(facts, addr)]
     return out
+
+
+def _dynsym_values(facts: ModuleFacts, addr: int) -> list[int]:
+    """Addresses of the st_value fields in .dynsym that hold `addr`."""
+    sec = facts.image.section(".dynsym")
+    if sec is None or not sec.allocated:
+        return []
+    data = facts.image.read(sec.vaddr, sec.size)
+    return [
+        sec.vaddr + k + 8
+        for k in range(0, len(data) - 23, 24)
+        if struct.unpack_from("<Q", data, k + 8)[0] == addr
+    ]
