@@ -81,8 +81,9 @@ class ModuleFacts:
     plt_names: dict[int, str] = field(default_factory=dict)  # PLT stub address -> symbol name
 
     def function_at(self, addr: int) -> FunctionCode | None:
-        from bisect import bisect_right
-
+        fc = self._by_start.get(addr)
+        if fc is not None:
+            return fc
         i = bisect_right(self._starts, addr) - 1
         if i >= 0:
             fc = self.functions[i]
@@ -96,9 +97,12 @@ class ModuleFacts:
 
     def __post_init__(self) -> None:
         self._starts = [fc.func.start for fc in self.functions]
+        self._by_start = {fc.func.start: fc for fc in self.functions}
 
 
 def strip_prefix(mnem: str) -> str:
+    if " " not in mnem:
+        return mnem
     for p in BRANCH_PREFIXES:
         if mnem.startswith(p) and mnem != "rep" and mnem != "repz":
             return mnem[len(p) :]

@@ -207,12 +207,13 @@ def _choose(facts: ModuleFacts, policy: Policy) -> _Choice:
         except CfiguardError as e:
             rejected[start] = str(e)
     limits = _old_limits(facts)
+    refs = _References.index(facts, policy)
     widened: set[int] = set()
     redirected: set[int] = set()
     relatives = relative_relocations(facts)
     while True:
         tables = _rewritable_tables(facts, plans)
-        entries = _entries(facts, policy, plans, tables)
+        entries = _entries(facts, refs, plans, tables)
         for start in plans:
             entries[start] -= redirected
         regions: list[Region] = []
@@ -231,7 +232,7 @@ def _choose(facts: ModuleFacts, policy: Policy) -> _Choice:
         # or because the function that branches to it does: relocating those too, even without sites, frees
         # bodies for slots and removes the need for a forwarding jump. Tried once per failing function.
         grow = [st for st in failed if st not in widened]
-        if grow and _widen(facts, plans, grow, widened):
+        if grow and _widen(facts, refs, plans, grow, widened):
             plans = dict(sorted(plans.items()))
             continue
         # Still no room: rewrite every reference to a cramped entry instead (see redirect.py).
@@ -254,15 +255,13 @@ def _choose(facts: ModuleFacts, policy: Policy) -> _Choice:
             return _Choice(dict(sorted(plans.items())), regions, rejected, tables, kept, relatives)
 
 
-def _widen(facts: ModuleFacts, plans: dict[int, FunctionPlan], grow: list[int], widened: set[int]) -> bool:
+def _widen(
+    facts: ModuleFacts, refs: _References, plans: dict[int, FunctionPlan], grow: list[int], widened: set[int]
+) -> bool:
     added = False
     for st in grow:
         widened.add(st)
-        fc0 = facts.function_at(st)
-        sources = set()
-        for t, srcs in facts.direct_targets.items():
-            if fc0 is not None and fc0.func.start <= t < fc0.func.end:
-                sources |= {x for x in srcs if x is not None}
+        sources = refs.sources_into.get(st, set())
         for fc in facts.functions:
             a = fc.func.start
             if (abs(a - st) < 160 or a in sources) and a not in plans and not fc.problem:
@@ -308,37 +307,59 @@ def _pure_jmp_targets(facts: ModuleFacts, tables: list[JumpTable]) -> set[int]:
     return {t for jt in tables for t in jt.targets} - kept
 
 
+@dataclass(frozen=True)
+class _References:
+    """Who names each old code address, indexed once per run (the fixpoint in _choose asks many times)."""
+
+    forward: dict[
+        int, list[tuple[int, int, bool]]
+    ]  # function -> [(addr, label bits, is an instruction start)]
+    branches: dict[int, list[tuple[int, frozenset, bool]]]  # function -> [(target, sources, is a start)]
+    symbols: dict[int, list[int]]  # function -> symbol addresses inside it
+    sources_into: dict[int, set[int]]  # function -> functions that branch into it
+
+    @classmethod
+    def index(cls, facts: ModuleFacts, policy: Policy) -> _References:
+        forward: dict[int, list] = {}
+        branches: dict[int, list] = {}
+        symbols: dict[int, list] = {}
+        sources_into: dict[int, set[int]] = {}
+        for addr, bits in policy.labels.items():
+            if bits & (CALL | JMP) and (fc := facts.function_at(addr)) is not None:
+                forward.setdefault(fc.func.start, []).append((addr, bits, addr in fc.starts))
+        for t, srcs in facts.direct_targets.items():
+            if (fc := facts.function_at(t)) is not None:
+                branches.setdefault(fc.func.start, []).append((t, frozenset(srcs), t in fc.starts))
+                sources_into.setdefault(fc.func.start, set()).update(x for x in srcs if x is not None)
+        for sym in facts.image.symbols:
+            if (fc := facts.function_at(sym.addr)) is not None:
+                symbols.setdefault(fc.func.start, []).append(sym.addr)
+        return cls(forward, branches, symbols, sources_into)
+
+
 def _entries(
-    facts: ModuleFacts, policy: Policy, plans: dict[int, FunctionPlan], tables: list[JumpTable]
+    facts: ModuleFacts, refs: _References, plans: dict[int, FunctionPlan], tables: list[JumpTable]
 ) -> dict[int, set[int]]:
-    """Old addresses inside each relocated function that something other than its own new code may reach."""
-    # A function start needs a forwarding jump when something names it: a symbol, the PLT or init code, a
-    # pointer, or a branch from code that stays in place (all checked below). A bare FDE start (a .cold
-    # fragment) reached only from relocated code needs none; if that were wrong it would trap on int3.
-    out: dict[int, set[int]] = {
-        s: {*plans[s].fc.func.extra_entries, *([s] if plans[s].fc.func.source != "fde" else [])}
-        for s in plans
-    }
+    """Old addresses inside each relocated function that something other than its own new code may reach.
 
-    def add(addr: int, strict: bool) -> None:
-        fc = facts.function_at(addr)
-        if fc is None or fc.func.start not in plans:
-            return
-        if strict or addr in fc.starts:
-            out[fc.func.start].add(addr)
-
+    A function start needs a forwarding jump when something names it: a symbol, the PLT or init code, a
+    pointer, or a branch from code that stays in place. A bare FDE start (a .cold fragment) reached only from
+    relocated code needs none; if that were wrong it would trap on int3.
+    """
     moved = _pure_jmp_targets(facts, tables)
-    for addr, bits in policy.labels.items():
-        if bits & CALL or (bits & JMP and addr not in moved):
-            add(addr, False)
-    for t, sources in facts.direct_targets.items():
-        fc = facts.function_at(t)
-        if fc is None or fc.func.start not in plans:
-            continue
-        if any(src is None or src not in plans for src in sources) or t not in fc.starts:
-            add(t, True)
-    for s in facts.image.symbols:
-        add(s.addr, True)
+    out: dict[int, set[int]] = {}
+    for s, p in plans.items():
+        ents = set(p.fc.func.extra_entries)
+        if p.fc.func.source != "fde":
+            ents.add(s)
+        for addr, bits, is_start in refs.forward.get(s, ()):
+            if is_start and (bits & CALL or addr not in moved):
+                ents.add(addr)
+        for t, sources, is_start in refs.branches.get(s, ()):
+            if not is_start or any(src is None or src not in plans for src in sources):
+                ents.add(t)
+        ents.update(refs.symbols.get(s, ()))
+        out[s] = ents
     return out
 
 

@@ -220,8 +220,8 @@ class Verifier:
         elif not all(is_int(m.get(k)) for k in ("lo", "size", "table", "table_distance", "handler")):
             problems.append("lo, size, table, table_distance and handler must be integers")
         else:
-            if m["classes"] != {"ret": 1, "call": 2, "jmp": 4}:
-                problems.append(f"class bits {m['classes']} differ from ret=1, call=2, jmp=4")
+            if m.get("classes") != {"ret": 1, "call": 2, "jmp": 4}:
+                problems.append(f"class bits {m.get('classes')} differ from ret=1, call=2, jmp=4")
             if not 0 < m["size"] < 1 << 31 or not 0 <= m["lo"] < 1 << 63:
                 problems.append("size must be in (0, 2**31) and lo non-negative")
             if m["table"] != m["lo"] + m["table_distance"] or not -(1 << 31) <= m["table_distance"] < 1 << 31:
