@@ -63,6 +63,7 @@ class Rewritten:
     table: bytes
     patches: list[tuple[int, bytes]]
     eh_frame_hdr: tuple[int, int] | None  # (vaddr, size) of the new header, None when nothing moved
+    eh_frame: tuple[int, int] | None  # (vaddr, size) of the new, complete .eh_frame
     layout: Layout
     sites: list[SiteOutcome]
     not_relocated: list[tuple[int, str | None, str]]
@@ -97,10 +98,9 @@ def rewrite(facts: ModuleFacts, policy: Policy, code_vaddr: int, rodata_reserve:
     eh_vaddr = _align(rodata_vaddr + len(lsda_blob), 8)
     eh_frame, new_entries = build_eh_frame(fde_outs, eh_vaddr)
     hdr_vaddr = _align(eh_vaddr + len(eh_frame), 8)
-    moved = {p.start for p in plans.values()}
-    table_entries = [(f.pc_begin, f.vaddr) for f in facts.fdes if f.pc_begin not in moved] + new_entries
-    table_entries.sort()
-    hdr = build_eh_frame_hdr(table_entries, hdr_vaddr, eh_vaddr) if plans and image.eh_frame_hdr else b""
+    hdr = (
+        build_eh_frame_hdr(sorted(new_entries), hdr_vaddr, eh_vaddr) if plans and image.eh_frame_hdr else b""
+    )
     rodata = bytearray(lsda_blob)
     rodata += bytes(eh_vaddr - rodata_vaddr - len(rodata)) + eh_frame
     rodata += bytes(hdr_vaddr - rodata_vaddr - len(rodata)) + hdr
@@ -159,6 +159,7 @@ def rewrite(facts: ModuleFacts, policy: Policy, code_vaddr: int, rodata_reserve:
         table=bytes(table),
         patches=patches,
         eh_frame_hdr=(hdr_vaddr, len(hdr)) if hdr else None,
+        eh_frame=(eh_vaddr, len(eh_frame)) if hdr else None,
         layout=layout,
         sites=sites,
         not_relocated=not_relocated,
@@ -417,6 +418,22 @@ def _unwind(facts: ModuleFacts, plans: dict[int, FunctionPlan], rodata_vaddr: in
             cur = _align(cur + len(blob), 4)
             lsdas[-1] = (lsdas[-1][0], blob + bytes(cur - lsda_addr - len(blob)))
         fde_outs.append(FdeOut(cie, p.new_start, p.size, instrs, lsda_addr))
+    # The FDEs of code that stays in place are copied too, so the new .eh_frame is complete on its own: the
+    # runtime unwinder only needs .eh_frame_hdr, but gdb and perf read the `.eh_frame` section, and the
+    # writer points that section at the new copy.
+    moved = {p.start for p in plans.values() if p.fc.func.fde is not None}
+    for fde in facts.fdes:
+        if fde.pc_begin and fde.pc_begin not in moved:
+            ident = remap_cfa_program(
+                fde.instructions,
+                fde.pc_begin,
+                fde.pc_begin,
+                lambda a: a,
+                fde.cie.code_align,
+                fde.cie.fde_encoding,
+            )
+            fde_outs.append(FdeOut(fde.cie, fde.pc_begin, fde.pc_range, ident, fde.lsda))
+    fde_outs.sort(key=lambda f: f.pc_begin)
     return lsdas, fde_outs
 
 

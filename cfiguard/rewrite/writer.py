@@ -29,6 +29,7 @@ PT_LOAD, PT_PHDR, PT_GNU_EH_FRAME = 1, 6, 0x6474E550
 PHDR = struct.Struct("<IIQQQQQQ")
 SHDR = struct.Struct("<IIQQQQIIQQ")
 SHT_PROGBITS = 1
+SHF_ALLOC, SHF_EXECINSTR = 0x2, 0x4
 
 
 def _align(v: int, a: int) -> int:
@@ -113,7 +114,7 @@ class ElfWriter:
         struct.pack_into("<Q", out, 0x20, ph_off)
         struct.pack_into("<H", out, 0x38, len(phdrs))
 
-        self._append_manifest(out, rw)
+        self._append_sections(out, rw)
         return bytes(out)
 
     def _offset(self, vaddr: int, size: int) -> int:
@@ -122,31 +123,55 @@ class ElfWriter:
                 return p[2] + vaddr - p[3]
         raise RewriteError(f"patch at {vaddr:#x} is outside the file-backed part of a segment")
 
-    def _append_manifest(self, out: bytearray, rw: Rewritten) -> None:
-        """Add a non-loaded `.cfiguard` section: copy the section headers and .shstrtab to the end of the file."""
+    def _append_sections(self, out: bytearray, rw: Rewritten) -> None:
+        """Copy the section headers and .shstrtab to the end of the file and describe what was added.
+
+        Sections matter to tools, not to the loader: `.cfiguard` carries the manifest; `.cfiguard.text` and
+        `.cfiguard.labels` name the new code and the label table for objdump and gdb; `.eh_frame` and
+        `.eh_frame_hdr` are pointed at the new, complete copies (the old ones are renamed `*.orig`), so gdb and
+        perf unwind through relocated frames.
+        """
         data = self.image.data
         manifest = MANIFEST_MAGIC + json.dumps(rw.manifest, sort_keys=True).encode()
         shdrs = []
-        if self.shoff and self.shnum and self.shentsize == SHDR.size:
+        if self.shoff and self.shnum and self.shentsize == SHDR.size and self.shstrndx < self.shnum:
             shdrs = [list(SHDR.unpack_from(data, self.shoff + k * SHDR.size)) for k in range(self.shnum)]
-        man_off = len(out)
-        out.extend(manifest)
-        if not shdrs or self.shstrndx >= len(shdrs):
-            # No section headers (sstrip'ed input): a minimal table with a null entry and our two sections.
-            shdrs = [[0] * 10, [0, 3, 0, 0, 0, 0, 0, 0, 1, 0]]
-            strtab = b"\0.shstrtab\0"
-            shstrndx = 1
-            shdrs[1][0] = 1
-        else:
+        if shdrs:
             shstrndx = self.shstrndx
             s = shdrs[shstrndx]
-            strtab = data[s[4] : s[4] + s[5]]
-        name_off = len(strtab)
-        strtab = strtab + MANIFEST_SECTION.encode() + b"\0"
+            strtab = bytearray(data[s[4] : s[4] + s[5]])
+        else:  # no section headers (sstrip'ed input): a null entry and .shstrtab
+            shdrs = [[0] * 10, [1, 3, 0, 0, 0, 0, 0, 0, 1, 0]]
+            strtab = bytearray(b"\0.shstrtab\0")
+            shstrndx = 1
+
+        def name(text: str) -> int:
+            strtab.extend(text.encode() + b"\0")
+            return len(strtab) - len(text) - 1
+
+        def section_name(sh: list[int]) -> bytes:
+            end = strtab.find(b"\0", sh[0])
+            return bytes(strtab[sh[0] : end])
+
+        if rw.eh_frame is not None:
+            for sh in shdrs:
+                if section_name(sh) in (b".eh_frame", b".eh_frame_hdr"):
+                    sh[0] = name(section_name(sh).decode() + ".orig")
+        man_off = len(out)
+        out.extend(manifest)
+        shdrs.append([name(MANIFEST_SECTION), SHT_PROGBITS, 0, 0, man_off, len(manifest), 0, 0, 1, 0])
+        alloc = [(".cfiguard.text", rw.code_vaddr, len(rw.code), SHF_ALLOC | SHF_EXECINSTR, 16)]
+        alloc.append((".cfiguard.labels", rw.table_vaddr, len(rw.table), SHF_ALLOC, 1))
+        if rw.eh_frame is not None and rw.eh_frame_hdr is not None:
+            alloc.append((".eh_frame", *rw.eh_frame, SHF_ALLOC, 8))
+            alloc.append((".eh_frame_hdr", *rw.eh_frame_hdr, SHF_ALLOC, 4))
+        for sec_name, vaddr, size, flags, align in alloc:
+            shdrs.append(
+                [name(sec_name), SHT_PROGBITS, flags, vaddr, vaddr - self.base, size, 0, 0, align, 0]
+            )
         str_off = len(out)
         out.extend(strtab)
         shdrs[shstrndx][4], shdrs[shstrndx][5] = str_off, len(strtab)
-        shdrs.append([name_off, SHT_PROGBITS, 0, 0, man_off, len(manifest), 0, 0, 1, 0])
         sh_off = _align(len(out), 8)
         out.extend(bytes(sh_off - len(out)))
         out.extend(b"".join(SHDR.pack(*s) for s in shdrs))
