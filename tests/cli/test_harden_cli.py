@@ -163,3 +163,54 @@ def test_cet_ibt_bit_cleared_shstk_kept(tmp_path: Path) -> None:
     assert cfiguard("harden", str(exe), "-o", str(out)).returncode == 0
     assert "IBT" not in features(out) and "SHSTK" in features(out)
     assert subprocess.run([str(out)]).returncode == 0
+
+
+def test_one_byte_function_is_redirected(tmp_path: Path) -> None:
+    """A 1-byte function packed against its neighbour gets no forwarding jump; in a PIE every reference to it
+    (here a rip-relative lea in relocated code) is rewritten to the new address instead."""
+    asm = tmp_path / "t.s"
+    asm.write_text(
+        """
+        .text
+        .globl main
+        .type tiny, @function
+tiny:   ret
+        .size tiny, 1
+        .type main, @function
+main:   lea tiny(%rip), %rax
+        call *%rax
+        xor %eax, %eax
+        ret
+        .size main, .-main
+        .section .note.GNU-stack,"",@progbits
+"""
+    )
+    exe = tmp_path / "t"
+    subprocess.run(["gcc", "-pie", "-o", str(exe), str(asm)], check=True)
+    out, report = tmp_path / "t.cfi", tmp_path / "t.json"
+    proc = cfiguard("harden", str(exe), "-o", str(out), "--strict", "--report", str(report))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(report.read_text())["counts"]["unguarded"] == 0
+    assert subprocess.run([str(out)]).returncode == 0
+
+
+@pytest.mark.skipif(subprocess.run(["which", "gdb"], capture_output=True).returncode != 0, reason="gdb not installed")
+def test_gdb_backtrace_through_relocated_frames(tmp_path: Path) -> None:
+    src = tmp_path / "bt.c"
+    src.write_text(
+        "#include <stdlib.h>\\n"
+        "__attribute__((noinline)) void leaf(int n) { if (n) abort(); }\\n"
+        "__attribute__((noinline)) void mid(int n) { leaf(n); __asm__ volatile(\\"\\"); }\\n"
+        "__attribute__((noinline)) void top(int n) { mid(n); __asm__ volatile(\\"\\"); }\\n"
+        "int main(int c, char **v) { top(c); return 0; }\\n"
+    )
+    exe = tmp_path / "bt"
+    subprocess.run(["gcc", "-O2", "-o", str(exe), str(src)], check=True)
+    out = tmp_path / "bt.cfi"
+    assert cfiguard("harden", str(exe), "-o", str(out)).returncode == 0
+    gdb = subprocess.run(
+        ["gdb", "-q", "-batch", "-ex", "run", "-ex", "bt", str(out)], capture_output=True, text=True, timeout=120
+    )
+    frames = [line for line in gdb.stdout.splitlines() if line.startswith("#")]
+    # abort's frames, then leaf, mid, top, main (relocated: shown as ??), then __libc_start_call_main.
+    assert any("__libc_start_call_main" in f or "__libc_start_main" in f for f in frames), gdb.stdout

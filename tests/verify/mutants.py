@@ -15,7 +15,9 @@ from pathlib import Path
 from elftools.elf.elffile import ELFFile
 
 PF_X, PF_W = 1, 2
-CHECK = re.compile(rb"\x4c\x8d\x15.{4}\x4d\x29\xd3\x49\x81\xfb.{4}\x73\x0f\x43\xf6\x84\x1a.{4}.\x0f\x84.{4}", re.S)
+CHECK = re.compile(
+    rb"\x4c\x8d\x15.{4}\x4d\x29\xd3\x49\x81\xfb.{4}\x73\x0f\x43\xf6\x84\x1a.{4}.\x0f\x84.{4}", re.S
+)
 CHECK_LEN = 34
 TAILS = {  # bytes right after the check -> (kind, offset of the branch after the check)
     bytes.fromhex("4d01d341ffd3"): ("call", 3),
@@ -50,7 +52,10 @@ class Binary:
 
     def __init__(self, path: Path) -> None:
         self.data = bytearray(Path(path).read_bytes())
-        phoff, phnum = struct.unpack_from("<Q", self.data, 0x20)[0], struct.unpack_from("<H", self.data, 0x38)[0]
+        phoff, phnum = (
+            struct.unpack_from("<Q", self.data, 0x20)[0],
+            struct.unpack_from("<H", self.data, 0x38)[0],
+        )
         self.phoff = phoff
         self.phdrs = [
             Phdr(i, *struct.unpack_from("<IIQQ8xQQ", self.data, phoff + 56 * i)) for i in range(phnum)

@@ -75,7 +75,16 @@ def test_text_format(builds: dict[str, Built]) -> None:
 
 def test_json_format(builds: dict[str, Built], tmp_path: Path) -> None:
     report = tmp_path / "r.json"
-    p = run_cli("verify", builds["pie"].hardened, builds["pie"].plain, tmp_path / "nope", "--format", "json", "-o", report)
+    p = run_cli(
+        "verify",
+        builds["pie"].hardened,
+        builds["pie"].plain,
+        tmp_path / "nope",
+        "--format",
+        "json",
+        "-o",
+        report,
+    )
     assert p.returncode == 2 and p.stdout == ""
     doc = json.loads(report.read_text())
     assert doc["schema"] == "cfiguard-verify" and doc["version"] == 1 and doc["ok"] is False

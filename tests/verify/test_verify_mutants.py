@@ -35,7 +35,8 @@ def findings(path: Path) -> list[dict]:
 
 def has(found: list[dict], check: str, address: int | None = None, text: str = "") -> bool:
     return any(
-        f["check"] == check and (address is None or f["address"] == address) and text in f["reason"] for f in found
+        f["check"] == check and (address is None or f["address"] == address) and text in f["reason"]
+        for f in found
     )
 
 
@@ -176,7 +177,13 @@ def test_manifest_that_leaves_code_uncovered(built: Built, tmp_path: Path) -> No
 
 def test_verifier_imports_nothing_from_the_rewriter() -> None:
     """The import-linter contract, restated so that a plain pytest run enforces it too."""
-    forbidden = ("cfiguard.image", "cfiguard.disasm", "cfiguard.analysis", "cfiguard.policy", "cfiguard.rewrite")
+    forbidden = (
+        "cfiguard.image",
+        "cfiguard.disasm",
+        "cfiguard.analysis",
+        "cfiguard.policy",
+        "cfiguard.rewrite",
+    )
     forbidden += ("cfiguard.errors", "cfiguard.api")
     for path in (ROOT / "cfiguard" / "verify").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
