@@ -194,22 +194,29 @@ main:   lea tiny(%rip), %rax
     assert subprocess.run([str(out)]).returncode == 0
 
 
-@pytest.mark.skipif(subprocess.run(["which", "gdb"], capture_output=True).returncode != 0, reason="gdb not installed")
+@pytest.mark.skipif(
+    subprocess.run(["which", "gdb"], capture_output=True).returncode != 0, reason="gdb not installed"
+)
 def test_gdb_backtrace_through_relocated_frames(tmp_path: Path) -> None:
     src = tmp_path / "bt.c"
     src.write_text(
-        "#include <stdlib.h>\\n"
-        "__attribute__((noinline)) void leaf(int n) { if (n) abort(); }\\n"
-        "__attribute__((noinline)) void mid(int n) { leaf(n); __asm__ volatile(\\"\\"); }\\n"
-        "__attribute__((noinline)) void top(int n) { mid(n); __asm__ volatile(\\"\\"); }\\n"
-        "int main(int c, char **v) { top(c); return 0; }\\n"
+        """
+#include <stdlib.h>
+__attribute__((noinline)) void leaf(int n) { if (n) abort(); }
+__attribute__((noinline)) void mid(int n) { leaf(n); __asm__ volatile(""); }
+__attribute__((noinline)) void top(int n) { mid(n); __asm__ volatile(""); }
+int main(int c, char **v) { top(c); return 0; }
+"""
     )
     exe = tmp_path / "bt"
     subprocess.run(["gcc", "-O2", "-o", str(exe), str(src)], check=True)
     out = tmp_path / "bt.cfi"
     assert cfiguard("harden", str(exe), "-o", str(out)).returncode == 0
     gdb = subprocess.run(
-        ["gdb", "-q", "-batch", "-ex", "run", "-ex", "bt", str(out)], capture_output=True, text=True, timeout=120
+        ["gdb", "-q", "-batch", "-ex", "run", "-ex", "bt", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     frames = [line for line in gdb.stdout.splitlines() if line.startswith("#")]
     # abort's frames, then leaf, mid, top, main (relocated: shown as ??), then __libc_start_call_main.
