@@ -64,6 +64,7 @@ def find_jump_table(
         bound = _bound(mnems, ops, i, m.group(1))
         return _read_table(image, site, int(m.group(2), 16), 8, is_target, bound)
     base_reg = index_reg = None
+    load_at = i
     for j in range(i - 1, max(-1, i - LOOKBACK), -1):
         mn = mnems[j]
         if mn in ("ret", "jmp") or mn.startswith("call"):
@@ -79,7 +80,7 @@ def find_jump_table(
         if mn == "movsxd" and base_reg is None:
             m = _REL_LOAD.match(ops[j])
             if m:
-                base_reg, index_reg = m.group(1), m.group(2)
+                base_reg, index_reg, load_at = m.group(1), m.group(2), j
         if mn == "mov":
             m = _ABS_INDEXED.search(ops[j])
             if m:
@@ -90,14 +91,14 @@ def find_jump_table(
             if m:
                 disp = int(m.group(3), 0) * (1 if m.group(2) == "+" else -1)
                 table = addrs[j] + sizes[j] + disp
-                bound = _bound(mnems, ops, i, index_reg) if index_reg else None
+                bound = _bound(mnems, ops, load_at, index_reg) if index_reg else None
                 jt = _read_table(image, site, table, 4, is_target, bound)
                 if jt is not None:
                     return jt
     if base_reg is not None:
         # The table base was loaded further away (hoisted out of a loop): take the nearest `lea base, [rip+T]`
         # before the jmp, then after it.
-        bound = _bound(mnems, ops, i, index_reg)
+        bound = _bound(mnems, ops, load_at, index_reg)
         order = list(range(i - 1, -1, -1)) + list(range(i + 1, len(addrs)))
         for j in order:
             if mnems[j] == "lea" and ops[j].startswith(base_reg + ", [rip"):
@@ -132,7 +133,7 @@ def _family(reg: str) -> str:
 _ALIASES = {f"e{x}": f"r{x}" for x in ("ax", "bx", "cx", "dx", "si", "di", "bp", "sp")}
 
 
-def _copied_before(mnems: list[str], ops: list[str], k: int, reg: str, fam: set[str]) -> bool:
+def _copied_before(mnems: list[str], ops: list[str], k: int, reg: str, fam: set[str]) -> bool:  # noqa: D401
     """True if, just before the compare at `k`, a register of `fam` was made a copy of `reg` and neither was
     written again before the compare (gcc: `mov ebp, edi; cmp edi, N; ja; ... jmp [rbp*8 + T]`)."""
     for j in range(k - 1, max(-1, k - 6), -1):
@@ -147,35 +148,55 @@ def _copied_before(mnems: list[str], ops: list[str], k: int, reg: str, fam: set[
     return False
 
 
+_NON_WRITING = frozenset(("cmp", "test", "push", "bt", "nop", "prefetcht0", "prefetcht1", "prefetchnta"))
+_IMPLICIT_RAX_RDX = frozenset(("cdqe", "cwde", "cdq", "cqo", "cwd", "mul", "div", "idiv"))
+_COPIES = frozenset(("mov", "movsxd", "movzx"))
+_BYTE_REGS = frozenset(
+    "al bl cl dl ah bh ch dh sil dil bpl spl r8b r9b r10b r11b r12b r13b r14b r15b".split()
+)
+
+
 def _bound(mnems: list[str], ops: list[str], i: int, index: str) -> int | None:
     """Number of table entries from a dominating `cmp idx, N; ja/jae` in the same straight-line code.
 
-    Only used to stop over-reading a table; accepted only when the compared register is the table index, or
-    was copied into it, so an unrelated comparison can never shorten the table.
+    Walks back from the dispatch, following the index value through register copies (`mov`, `movsxd`,
+    `movzx`); any other write to the register that carries it, and any call, return or jump, gives up.
+    Accepted only when the compared register carries the index, so an unrelated comparison can never
+    shorten or lengthen the table. An exact extent lets the table be rewritten in place, so this must be
+    conservative: None means "unknown".
     """
-    fam = {_family(index)}
+    carrier = _family(index)
     for j in range(i - 1, max(-1, i - LOOKBACK), -1):
         mn = mnems[j]
-        if mn in ("ret", "jmp") or mn.startswith("call"):
+        if mn in ("ret", "jmp") or mn.startswith(("call", "loop", "jrcxz")):
             return None
         if mn in ("ja", "jae") and j > 0 and mnems[j - 1] == "cmp":
             reg, _, imm = ops[j - 1].partition(", ")
             if not (imm.startswith("0x") or imm.isdigit()):
                 return None
-            if _family(reg) not in fam and not _copied_before(mnems, ops, j - 1, _family(reg), fam):
+            if _family(reg) != carrier and not _copied_before(mnems, ops, j - 1, _family(reg), {carrier}):
                 return None
             n = int(imm, 0)
             return n + 1 if mn == "ja" else n
-        if mn == "and" and ops[j].count(",") == 1:
-            dst, _, imm = ops[j].partition(", ")
-            if _family(dst) in fam and (imm.startswith("0x") or imm.isdigit()):
-                return int(imm, 0) + 1  # idx & mask: at most mask + 1 entries (Duff's device)
-            if _family(dst) in fam:
+        if mn.startswith("j"):
+            continue  # a conditional branch writes nothing
+        dst, _, src = ops[j].partition(", ")
+        if mn in _IMPLICIT_RAX_RDX or (mn == "imul" and not src):
+            if carrier in ("rax", "rdx"):
                 return None
-        if mn in ("mov", "movsxd", "movzx") and ops[j].count(",") == 1:
-            dst, _, src = ops[j].partition(", ")
-            if _family(dst) in fam and "[" not in src:
-                fam.add(_family(src))
+            continue
+        if mn in ("xchg", "xadd", "cmpxchg") and _family(src) == carrier:
+            return None
+        if _family(dst) != carrier or mn in _NON_WRITING:
+            continue
+        if mn == "and" and (src.startswith("0x") or src.isdigit()):
+            return int(src, 0) + 1  # idx & mask: at most mask + 1 entries (Duff's device)
+        if mn == "movzx" and (src.startswith("byte ptr") or src in _BYTE_REGS):
+            return 256  # a zero-extended byte (an interpreter's opcode): at most 256 entries
+        if mn in _COPIES and "[" not in src and src:
+            carrier = _family(src)
+            continue
+        return None  # the index is computed by something we do not follow
     return None
 
 

@@ -184,11 +184,17 @@ class Verifier:
                 )
         for x in xs:
             for w in elf.loads:
-                if w.flags & PF_W and not w.flags & PF_X and _overlap(x.pages(), w.pages()):
+                if w is x or not _overlap(x.pages(), w.pages()):
+                    continue
+                if w.flags & PF_W and not w.flags & PF_X:
                     self.add(
                         "segment-wx",
                         x.vaddr,
                         f"executable segment at {x.vaddr:#x} shares pages with writable segment at {w.vaddr:#x}",
+                    )
+                else:  # which bytes the page holds depends on mapping order: the decoding would be a guess
+                    self.add(
+                        "elf", x.vaddr, f"executable segment at {x.vaddr:#x} shares pages with {w.vaddr:#x}"
                     )
         if elf.dyn(elfmod.DT_TEXTREL) is not None or (elf.dyn(elfmod.DT_FLAGS) or 0) & elfmod.DF_TEXTREL:
             self.add("code-writable", None, "DT_TEXTREL: the loader makes code writable to relocate it")
