@@ -54,11 +54,15 @@ def read_fdes(image: Image):
     return parse_eh_frame(image.read(eh_ptr, size), eh_ptr)
 
 
-def harden(input_path: str, output_path: str, strict: bool = False) -> HardenResult:
-    """Harden `input_path` into `output_path`. The input is never modified."""
+def harden(input_path: str, output_path: str, strict: bool = False, in_place: bool = False) -> HardenResult:
+    """Harden `input_path` into `output_path`. The input is never modified, unless `in_place` is given: then
+    output_path must be input_path, and it is replaced atomically only after everything succeeded."""
     t0 = time.monotonic()
-    if os.path.abspath(input_path) == os.path.abspath(output_path):
-        raise InputError(f"{output_path}: output would overwrite the input")
+    same = os.path.realpath(input_path) == os.path.realpath(output_path)
+    if same and not in_place:
+        raise InputError(f"{output_path}: output would overwrite the input (use --in-place to mean it)")
+    if in_place and not same:
+        raise InputError(f"{output_path}: --in-place writes to the input itself")
     image = load_image(input_path)
     fdes = read_fdes(image)
     facts = analyze(image, fdes)
@@ -74,5 +78,5 @@ def harden(input_path: str, output_path: str, strict: bool = False) -> HardenRes
         )
         err.result = result
         raise err
-    writer.write(output_path, rw, image.mode)
+    writer.write(os.path.realpath(output_path) if in_place else output_path, rw, image.mode)
     return HardenResult(**{**result.__dict__, "seconds": time.monotonic() - t0})

@@ -5,6 +5,7 @@ Exit codes: 0 success, 1 policy failure (--strict with unguarded sites), 2 unusa
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -20,10 +21,27 @@ def _fail(e: CfiguardError) -> None:
     raise typer.Exit(e.exit_code)
 
 
+def _internal(what: str, e: Exception) -> None:
+    """An unexpected exception: one line and exit 2, as for unusable input; CFIGUARD_DEBUG=1 shows the trace.
+
+    Release pipelines parse our stderr and exit code; a traceback helps nobody there. Corrupt inputs that
+    slip past the ELF checks end up here too.
+    """
+    if os.environ.get("CFIGUARD_DEBUG"):
+        raise e
+    typer.echo(
+        f"cfiguard: error: {what}: internal error ({type(e).__name__}: {e}); set CFIGUARD_DEBUG=1", err=True
+    )
+    raise typer.Exit(2)
+
+
 @app.command()
 def harden(
     input: Path = typer.Argument(..., help="ELF executable or shared library to harden (never modified)."),
-    output: Path = typer.Option(..., "-o", "--output", help="Where to write the hardened binary."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Where to write the hardened binary."),
+    in_place: bool = typer.Option(
+        False, "--in-place", help="Replace INPUT (atomically, only after success) instead of writing -o."
+    ),
     strict: bool = typer.Option(
         False, "--strict", help="Fail (exit 1, no output) if any site stays unguarded."
     ),
@@ -33,13 +51,19 @@ def harden(
     from cfiguard import api
     from cfiguard.report.harden_report import harden_report, summary_line, write_json
 
+    if (output is None) == (not in_place):
+        typer.echo("cfiguard: error: give exactly one of -o OUTPUT and --in-place", err=True)
+        raise typer.Exit(2)
     try:
-        result = api.harden(str(input), str(output), strict=strict)
+        result = api.harden(str(input), str(output or input), strict=strict, in_place=in_place)
     except CfiguardError as e:
         partial = getattr(e, "result", None)  # --strict: the report still says which sites and why
         if report is not None and partial is not None:
             write_json(str(report), harden_report(partial))
         _fail(e)
+        return
+    except Exception as e:  # noqa: BLE001 - see _internal
+        _internal(str(input), e)
         return
     if report is not None:
         try:

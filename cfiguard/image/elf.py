@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import struct
+import warnings
 from bisect import bisect_right
 from dataclasses import dataclass, field
 
@@ -151,6 +152,12 @@ def _check_header(path: str, data: bytes) -> None:
         raise InputError(f"{path}: core file")
     if e_type not in (2, 3):
         raise InputError(f"{path}: unsupported ELF type {e_type}")
+    phoff, shoff = struct.unpack_from("<QQ", data, 0x20)
+    phentsize, phnum, shentsize, shnum, shstrndx = struct.unpack_from("<HHHHH", data, 0x36)
+    if phentsize != 56 or phnum == 0 or phoff + phnum * 56 > len(data):
+        raise InputError(f"{path}: corrupt program header table")
+    if shoff and (shentsize != 64 or shoff + shnum * 64 > len(data) or (shnum and shstrndx >= shnum)):
+        raise InputError(f"{path}: corrupt section header table")
 
 
 def load_image(path: str) -> Image:
@@ -167,13 +174,16 @@ def load_image(path: str) -> Image:
         raise InputError(f"{path}: {e.strerror}") from None
     _check_header(path, data)
     lief.logging.disable()
-    try:
-        binary = lief.ELF.parse(path)
-    except Exception as e:  # lief raises assorted errors on corrupt input
-        raise InputError(f"{path}: corrupt ELF ({e})") from None
-    if binary is None:
-        raise InputError(f"{path}: corrupt ELF (unparsable headers)")
-    return _image_from_lief(path, data, mode, binary)
+    with warnings.catch_warnings():
+        # lief warns (RuntimeWarning) on enum values it does not know, e.g. in corrupt headers.
+        warnings.simplefilter("ignore")
+        try:
+            binary = lief.ELF.parse(path)
+        except Exception as e:  # lief raises assorted errors on corrupt input
+            raise InputError(f"{path}: corrupt ELF ({e})") from None
+        if binary is None:
+            raise InputError(f"{path}: corrupt ELF (unparsable headers)")
+        return _image_from_lief(path, data, mode, binary)
 
 
 def _image_from_lief(path: str, data: bytes, mode: int, binary) -> Image:

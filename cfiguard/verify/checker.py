@@ -9,8 +9,9 @@ inside a guard unit); a state only ever moves towards "instruction start", so ev
 once and the traversal ends on any input. A guard is consumed as one unit, so a label or branch target inside it
 is seen as landing inside it, and any ret / indirect call / indirect jmp decoded on its own is unguarded.
 
-Capstone is used in lite mode on linear runs (one call decodes up to CHUNK bytes; the run is cut at the first
-instruction that ends it), which keeps verification of a large binary cheaper than hardening it.
+Capstone is used in lite mode on linear runs (one call decodes a batch of instructions; the run is cut at the
+first instruction that ends it or joins decoded code), which keeps verifying a large binary cheaper than
+hardening it.
 """
 
 from __future__ import annotations
@@ -117,6 +118,8 @@ class _Code:
 
 
 class Verifier:
+    """All checks of one file. Findings accumulate in `self.findings`; nothing stops at the first one."""
+
     def __init__(self, elf: Elf) -> None:
         self.elf = elf
         self.findings: list[Finding] = []
@@ -145,6 +148,7 @@ class Verifier:
     # ------------------------------------------------------------------------------------------ driver
 
     def run(self) -> None:
+        """Segment checks first (they need no manifest), then the manifest, layout, handler and traversal."""
         elf = self.elf
         self._segments()
         manifest = self._manifest()
@@ -477,7 +481,7 @@ class Verifier:
         self.units[u.start] = u
         self.guards[u.kind] += 1
         dec = list(self.md.disasm_lite(code.data[k0:k1], u.start))
-        if [a for a, _, _, _ in dec] != sorted(u.insns) or dec[-1][0] + dec[-1][1] != u.end:
+        if not dec or [a for a, _, _, _ in dec] != sorted(u.insns) or dec[-1][0] + dec[-1][1] != u.end:
             self.add(
                 "guard-decode",
                 u.branch,
@@ -538,6 +542,10 @@ class Verifier:
                     break
             if not ended:
                 self.add("handler", a, f"violation handler code from {a:#x} does not decode to a stop")
+        if todo:
+            self.add(
+                "handler", self.handler, "violation handler is too large to check (over 10000 instructions)"
+            )
 
 
 def _overlap(a: tuple[int, int], b: tuple[int, int]) -> bool:
