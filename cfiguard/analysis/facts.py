@@ -9,9 +9,15 @@ from __future__ import annotations
 import re
 import struct
 from bisect import bisect_right
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from cfiguard.analysis.jumptables import JumpTable, UnresolvedTable, find_jump_table, label_offset_targets
+from cfiguard.analysis.jumptables import (
+    JumpTable,
+    UnresolvedTable,
+    dispatch_window,
+    find_jump_table,
+    label_offset_targets,
+)
 from cfiguard.disasm.decode import Decoded, decode_range
 from cfiguard.disasm.functions import Function, code_gaps, discover_by_traversal, discover_functions
 from cfiguard.image.ehframe import Fde
@@ -246,6 +252,11 @@ def _find_tables(image: Image, facts: ModuleFacts, fc: FunctionCode) -> None:
         except UnresolvedTable as e:
             jt, missing = None, missing or str(e)
         if jt is not None:
+            start = dispatch_window(d.addrs, d.sizes, d.mnems, d.ops, i, jt)
+            if start is not None and _enclosed(facts, fc, d.addrs[start + 1 : i + 1]):
+                seg = image.segment_at(jt.table)
+                if seg is not None and not seg.writable:
+                    jt = replace(jt, safe=True)
             facts.jump_tables[jt.site] = jt
         else:
             unresolved.append(i)
@@ -260,6 +271,14 @@ def _find_tables(image: Image, facts: ModuleFacts, fc: FunctionCode) -> None:
             facts.jump_tables[site] = JumpTable(site, 0, 4, tuple(sorted(targets)))
     elif missing:
         fc.problem = fc.problem or missing
+
+
+def _enclosed(facts: ModuleFacts, fc: FunctionCode, addrs: list[int]) -> bool:
+    """No control enters these instructions except by falling through from the one before them."""
+    for a in addrs:
+        if a in facts.direct_targets or a in facts.address_taken or a in facts.data_words:
+            return False
+    return True
 
 
 def _unrefer_table_words(facts: ModuleFacts) -> None:

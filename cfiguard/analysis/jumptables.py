@@ -41,6 +41,7 @@ class JumpTable:
     entry_size: int  # 4 (relative to the table) or 8 (absolute)
     targets: tuple[int, ...]
     exact: bool = False  # extent proven by a `cmp idx, N; ja` bound: the table may be rewritten in place
+    safe: bool = False  # the dispatch provably reaches only these targets (no guard needed once rewritten)
     base: int = 0  # 4-byte entries are relative to this address (the table itself unless a label is added)
 
     @property
@@ -157,6 +158,11 @@ _BYTE_REGS = frozenset(
 
 
 def _bound(mnems: list[str], ops: list[str], i: int, index: str) -> int | None:
+    found = _bound_at(mnems, ops, i, index)
+    return None if found is None else found[0]
+
+
+def _bound_at(mnems: list[str], ops: list[str], i: int, index: str) -> tuple[int, int] | None:
     """Number of table entries from a dominating `cmp idx, N; ja/jae` in the same straight-line code.
 
     Walks back from the dispatch, following the index value through register copies (`mov`, `movsxd`,
@@ -177,7 +183,7 @@ def _bound(mnems: list[str], ops: list[str], i: int, index: str) -> int | None:
             if _family(reg) != carrier and not _copied_before(mnems, ops, j - 1, _family(reg), {carrier}):
                 return None
             n = int(imm, 0)
-            return n + 1 if mn == "ja" else n
+            return (n + 1 if mn == "ja" else n), j - 1
         if mn.startswith("j"):
             continue  # a conditional branch writes nothing
         dst, _, src = ops[j].partition(", ")
@@ -190,9 +196,9 @@ def _bound(mnems: list[str], ops: list[str], i: int, index: str) -> int | None:
         if _family(dst) != carrier or mn in _NON_WRITING:
             continue
         if mn == "and" and (src.startswith("0x") or src.isdigit()):
-            return int(src, 0) + 1  # idx & mask: at most mask + 1 entries (Duff's device)
+            return int(src, 0) + 1, j  # idx & mask: at most mask + 1 entries (Duff's device)
         if mn == "movzx" and (src.startswith("byte ptr") or src in _BYTE_REGS):
-            return 256  # a zero-extended byte (an interpreter's opcode): at most 256 entries
+            return 256, j  # a zero-extended byte (an interpreter's opcode): at most 256 entries
         if mn in _COPIES and "[" not in src and src:
             carrier = _family(src)
             continue
@@ -255,3 +261,98 @@ def label_offset_targets(image: Image, labels: set[int], starts: set[int]) -> se
                 if hits[k] and ((k > 0 and hits[k - 1]) or (k + 1 < n and hits[k + 1])):
                     found.add(base + v)
     return found
+
+
+def writes(mnem: str, op: str, reg: str) -> bool:
+    """Conservatively: may this instruction write the general register family `reg`?"""
+    if mnem.startswith(("call", "ret", "jmp", "loop", "jrcxz")):
+        return True
+    dst, _, src = op.partition(", ")
+    if (
+        mnem in _IMPLICIT_RAX_RDX
+        or (mnem == "imul" and not src)
+        or mnem.startswith(("rep", "lods", "stos", "movs"))
+    ):
+        return reg in ("rax", "rdx", "rcx", "rsi", "rdi")
+    if mnem in ("xchg", "xadd", "cmpxchg") and _family(src) == reg:
+        return True
+    if mnem.startswith("j") or mnem in _NON_WRITING:
+        return False
+    return _family(dst) == reg
+
+
+def dispatch_window(
+    addrs: list[int], sizes: list[int], mnems: list[str], ops: list[str], i: int, jt: JumpTable
+) -> int | None:
+    """Index where the proof that the jmp at `i` can only reach `jt`'s targets begins, or None.
+
+    Proven shapes, all straight-line (no call, return or jump in between):
+      jmp [I*8 + T]                                   with a bound on I
+      mov R, [I*8 + T] ... jmp R                      R not written in between
+      lea B, [rip + T] ... movsxd R, [B + I*4] ... add R, B ... jmp R   (or add B, R; jmp B)
+    The caller must also check that no branch or label enters the window after its start, and that the
+    table is read-only.
+    """
+    if not jt.exact:
+        return None
+    m = _ABS_INDEXED.search(ops[i])
+    if m:
+        b = _bound_at(mnems, ops, i, m.group(1))
+        return b[1] if b and b[0] == len(jt.targets) else None
+    target = _family(ops[i])
+    if ops[i].count(" ") or not target:
+        return None
+    add_at = None
+    for j in range(i - 1, max(-1, i - LOOKBACK), -1):
+        mn, op = mnems[j], ops[j]
+        if mn.startswith(("call", "ret", "jmp", "loop", "jrcxz")):
+            return None
+        if mn == "mov" and _family(op.partition(", ")[0]) == target:
+            m = _ABS_INDEXED.search(op)
+            if not m or jt.entry_size != 8:
+                return None
+            b = _bound_at(mnems, ops, j, m.group(1))
+            return b[1] if b and b[0] == len(jt.targets) else None
+        if mn == "add" and add_at is None and _family(op.partition(", ")[0]) == target:
+            add_at = j
+            other = _family(op.partition(", ")[2])
+            continue
+        if mn == "movsxd" and add_at is not None:
+            m = _REL_LOAD.match(op)
+            dst = _family(op.partition(", ")[0])
+            if m and {dst, _family(m.group(1))} == {target, other} and jt.entry_size == 4:
+                base, index = _family(m.group(1)), m.group(2)
+                b = _bound_at(mnems, ops, j, index)
+                if not b or b[0] != len(jt.targets):
+                    return None
+                lea = _base_lea(mnems, ops, j, base)
+                if lea is None or dst == base or _rip_target(addrs, sizes, ops, lea) != jt.table:
+                    return None
+                # The base holds T from its lea to the add; the loaded entry is untouched until the add.
+                if any(writes(mnems[k], ops[k], base) for k in range(lea + 1, add_at) if k != j):
+                    return None
+                if any(writes(mnems[k], ops[k], dst) for k in range(j + 1, add_at)):
+                    return None
+                return min(lea, b[1])
+        if writes(mn, op, target):
+            return None
+    return None
+
+
+def _base_lea(mnems: list[str], ops: list[str], j: int, base: str) -> int | None:
+    for k in range(j - 1, max(-1, j - LOOKBACK), -1):
+        if mnems[k].startswith(("call", "ret", "jmp", "loop", "jrcxz")):
+            return None
+        if mnems[k] == "lea" and _family(ops[k].partition(", ")[0]) == base:
+            return k if _RIP_LEA.match(ops[k]) else None
+        if writes(mnems[k], ops[k], base):
+            return None
+    return None
+
+
+def _rip_target(addrs: list[int], sizes: list[int], ops: list[str], k: int) -> int | None:
+    m = _RIP_LEA.match(ops[k])
+    if not m:
+        return None
+    disp = int(m.group(3), 0) * (1 if m.group(2) == "+" else -1)
+    return addrs[k] + sizes[k] + disp

@@ -44,7 +44,7 @@ class Layout:
 class Special:
     index: int
     old: int
-    kind: str  # jmp, jcc, call, loop, rip, icall, tailjmp, preserve, ret
+    kind: str  # jmp, jcc, call, loop, rip, icall, tailjmp, preserve, ret, switch
     size: int  # emitted size
     mem: MemOperand | None = None
     target: int | None = None  # direct branch target (old address)
@@ -89,7 +89,11 @@ def plan_function(fc: FunctionCode, facts: ModuleFacts) -> FunctionPlan:
             specials.append(Special(i, a, "icall", len(mov) + len(template("call").code), mem))
         elif m == "jmp":
             mem = mem_operand(raw, a) if "ptr" in op else None
-            if _is_tail_call(fc, facts, a, sz, op, mem):
+            jt = facts.jump_tables.get(a)
+            if jt is not None and jt.safe and (mem is None or mem.base != "rip"):
+                # A bounded dispatch through a read-only table: it can only reach the table's targets.
+                specials.append(Special(i, a, "switch", sz, mem))
+            elif _is_tail_call(fc, facts, a, sz, op, mem):
                 mov = encode.mov_r11_from(raw, mem, 0, a)
                 specials.append(Special(i, a, "tailjmp", len(mov) + len(template("tailjmp").code), mem))
             else:
@@ -169,6 +173,9 @@ def emit_function(
         elif k == "rip":
             target = s.old + len(raw) + s.mem.disp
             out += encode.redisplace_rip(raw, s.mem, s.old, at, pointer(target))
+        elif k == "switch":
+            out += raw
+            plan.sites.append((s.old, "jmp", "switch"))
         elif k == "ret":
             t = template("ret")
             out += instantiate(

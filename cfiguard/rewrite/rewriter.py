@@ -514,7 +514,9 @@ def _outcomes(facts: ModuleFacts, plans: dict[int, FunctionPlan], rejected: dict
     sites = []
     for s in facts.sites:
         if s.addr in guarded:
-            sites.append(SiteOutcome(s.addr, s.kind, "guarded", guarded[s.addr][1], None))
+            method = guarded[s.addr][1]
+            outcome = "safe" if method == "switch" else "guarded"
+            sites.append(SiteOutcome(s.addr, s.kind, outcome, method, None))
         else:
             reason = rejected.get(s.function, "function not relocated")
             sites.append(
