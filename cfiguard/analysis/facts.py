@@ -84,6 +84,9 @@ class ModuleFacts:
     noreturn_calls: set[int] = field(default_factory=set)
     import_slots: dict[int, str] = field(default_factory=dict)  # GOT slot -> imported symbol name
     data_words: dict[int, list[int]] = field(default_factory=dict)  # code value -> data words holding it
+    scratch_clobbered: set[int] = field(
+        default_factory=set
+    )  # functions whose callers treat r10, r11 as clobbered
     plt_names: dict[int, str] = field(default_factory=dict)  # PLT stub address -> symbol name
 
     def function_at(self, addr: int) -> FunctionCode | None:
@@ -161,6 +164,7 @@ def analyze(image: Image, fdes: list[Fde]) -> ModuleFacts:
         _find_tables(image, facts, fc)
     _unrefer_table_words(facts)
     _gap_sites(image, facts, functions)
+    _scratch_clobbers(facts)
     return facts
 
 
@@ -279,6 +283,68 @@ def _enclosed(facts: ModuleFacts, fc: FunctionCode, addrs: list[int]) -> bool:
         if a in facts.direct_targets or a in facts.address_taken or a in facts.data_words:
             return False
     return True
+
+
+_SCRATCH = ("r10", "r11")
+_READ_ONLY_FIRST = frozenset(("cmp", "test", "push", "bt", "nop"))
+
+
+def _scratch_clobbers(facts: ModuleFacts) -> None:
+    """Functions after whose return r10 and r11 may be assumed dead even by a caller that knows them.
+
+    gcc's -fipa-ra lets a caller keep values in call-clobbered registers across a call to a local function
+    that does not actually clobber them, so a return guard may only clobber r10/r11 when the function itself
+    (or something it calls or tail-calls) already does. A write we see implies gcc saw it too; an unknown
+    call (indirect, through the PLT, out of the module) clobbers everything. Anything we are unsure of counts
+    as "not clobbered", which only costs the guard two stores and two loads.
+    """
+    own: dict[int, set[str]] = {}
+    edges: dict[int, set[int]] = {}
+    starts = {fc.func.start for fc in facts.functions}
+    for fc in facts.functions:
+        d = fc.dec
+        regs: set[str] = set()
+        out: set[int] = set()
+        if fc.func.is_plt:
+            regs.update(_SCRATCH)
+        for i, op in enumerate(d.ops):
+            if op.startswith(_SCRATCH):
+                mn = d.mnems[i]
+                if mn not in _READ_ONLY_FIRST and not mn.startswith("j"):
+                    regs.add(op[:3])
+            elif d.mnems[i] == "syscall":
+                regs.add("r11")
+        for i in fc.special:
+            mn, op = strip_prefix(d.mnems[i]), d.ops[i]
+            if mn == "call" or (mn == "jmp" and op.startswith("0x")):
+                if not op.startswith("0x"):
+                    regs.update(_SCRATCH)  # indirect call: unknown callee
+                    continue
+                t = int(op, 16)
+                if t in starts:
+                    out.add(t)
+                elif mn == "call" or not (fc.func.start <= t < fc.func.end):
+                    callee = facts.function_at(t)
+                    if callee is None or callee.func.is_plt:
+                        regs.update(_SCRATCH)
+            elif mn == "jmp" and not op.startswith("0x") and d.addrs[i] not in facts.jump_tables:
+                if not any(fc.func.start < a < fc.func.end for a in fc.code_refs):
+                    regs.update(_SCRATCH)  # a tail call through a pointer (not a switch, not a computed goto)
+        own[fc.func.start] = regs
+        edges[fc.func.start] = out
+    changed = True
+    while changed:
+        changed = False
+        for f, callees in edges.items():
+            regs = own[f]
+            if len(regs) == 2:
+                continue
+            for g in callees:
+                extra = own.get(g, set()) - regs
+                if extra:
+                    regs |= extra
+                    changed = True
+    facts.scratch_clobbered = {f for f, regs in own.items() if len(regs) == 2}
 
 
 def _unrefer_table_words(facts: ModuleFacts) -> None:

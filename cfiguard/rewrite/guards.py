@@ -50,6 +50,9 @@ _TEMPLATES = {
     + _CHECK
     + "mov r11, qword ptr [rsp - 8]\nmov r10, qword ptr [rsp - 16]\n",
     # The caller-supplied `mov r11, <operand>` precedes these.
+    # For a function that already clobbers r10 and r11 itself (so no caller can rely on them, see
+    # analysis.facts._scratch_clobbers), the return guard need not save them.
+    "ret_scratch": "mov r11, qword ptr [rsp]\n" + _CHECK,
     "call": _CHECK + "add r11, r10\ncall r11\n",
     "tailjmp": _CHECK + "add r11, r10\njmp r11\n",
     "preserve_head": "lea rsp, [rsp - 128]\npush r11\npush r10\npushfq\n",

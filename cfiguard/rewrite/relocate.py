@@ -44,7 +44,7 @@ class Layout:
 class Special:
     index: int
     old: int
-    kind: str  # jmp, jcc, call, loop, rip, icall, tailjmp, preserve, ret, switch
+    kind: str  # jmp, jcc, call, loop, rip, icall, tailjmp, preserve, ret, ret_scratch, switch
     size: int  # emitted size
     mem: MemOperand | None = None
     target: int | None = None  # direct branch target (old address)
@@ -80,7 +80,8 @@ def plan_function(fc: FunctionCode, facts: ModuleFacts) -> FunctionPlan:
         raw = image.read(a, sz)
         if m == "ret":
             extra = 3 if op else 1
-            specials.append(Special(i, a, "ret", len(template("ret").code) + extra))
+            name = "ret_scratch" if fc.func.start in facts.scratch_clobbered else "ret"
+            specials.append(Special(i, a, name, len(template(name).code) + extra))
         elif m in ("call", "jmp") and op.startswith("0x"):
             specials.append(Special(i, a, m, 5, target=int(op, 16)))
         elif m == "call":
@@ -176,8 +177,8 @@ def emit_function(
         elif k == "switch":
             out += raw
             plan.sites.append((s.old, "jmp", "switch"))
-        elif k == "ret":
-            t = template("ret")
+        elif k in ("ret", "ret_scratch"):
+            t = template(k)
             out += instantiate(
                 t, at, layout.lo, layout.size, layout.table_distance, RET_MASK, viol_stub(s.old, "ret")
             )

@@ -20,12 +20,14 @@ import json
 import re
 import struct
 import time
+from bisect import bisect_right
 from collections import Counter
 from dataclasses import dataclass, field
 
 import capstone
 
 from cfiguard.verify import elf as elfmod
+from cfiguard.verify.dispatch import prove
 from cfiguard.verify.elf import PAGE, PF_W, PF_X, Elf, Malformed
 from cfiguard.verify.guards import MASK, Unit, match_unit, near_miss, stub_problem
 
@@ -129,6 +131,9 @@ class Verifier:
         self.units: dict[int, Unit] = {}
         self.guards: Counter[str] = Counter()
         self.run_src: dict[int, int | str] = {}
+        self.landed: set[int] = set()  # every entry, label and branch target
+        self.windows: list[tuple[int, int]] = []  # (origin, jmp) of proven switch dispatches
+        self.switches = 0
         self.work: list[tuple[int, int | str]] = []
         self.insns = 0
         self.labels = 0
@@ -170,6 +175,7 @@ class Verifier:
         if elf.entry:
             self.work.append((elf.entry, "ELF entry point"))
         self._traverse()
+        self._check_windows()
         self.insns = sum(c.state.count(START) for c in self.code) + sum(
             len(u.insns) - 1 for u in self.units.values()
         )
@@ -306,8 +312,10 @@ class Verifier:
     def _traverse(self) -> None:
         work, code = self.work, self.code
         last = code[0] if code else None
+        landed = self.landed
         while work:
             addr, src = work.pop()
+            landed.add(addr)
             if last is None or not last.vaddr <= addr < last.end:
                 last = self._code_at(addr)
                 if last is None:
@@ -375,11 +383,14 @@ class Verifier:
                         if cls == CALL:
                             continue
                         return
+                    if cls == JUMP and self._dispatch(code, k):
+                        return
                     kind = "call" if cls == CALL else "jmp"
                     self.add(
                         "unguarded",
                         a,
                         f"indirect {kind} `{_text(m, o)}` is not the last instruction of a recognised {kind} guard"
+                        + (" nor a proven bounded dispatch" if kind == "jmp" else "")
                         + near_miss(data, k, base, kind),
                     )
                     if cls == CALL:
@@ -515,6 +526,59 @@ class Verifier:
             self.add("guard-stub", u.branch, f"{where}: {self._stubs[key]}")
         self.work.append((u.stub, u.check + 28))
 
+    def _dispatch(self, code: _Code, k: int) -> bool:
+        """An unguarded jmp that is a switch dispatch: prove the bound, check the table, queue its targets."""
+        window = self._window(code, k)
+        d = prove(window)
+        if d is None:
+            return False
+        a, size = code.vaddr + k, d.entries * d.size
+        seg = next(
+            (s for s in self.elf.loads if s.vaddr <= d.table and d.table + size <= s.vaddr + s.filesz), None
+        )
+        pages = (d.table & -PAGE, (d.table + size + PAGE - 1) & -PAGE)
+        if seg is None or any(w.flags & PF_W and _overlap(pages, w.pages()) for w in self.elf.loads):
+            self.add("unguarded", a, f"switch dispatch at {a:#x}: its table at {d.table:#x} is not read-only")
+            return True
+        raw = self.elf.read(d.table, size)
+        if d.size == 8:
+            targets = set(struct.unpack(f"<{d.entries}Q", raw))
+        else:
+            targets = {d.table + v for v in struct.unpack(f"<{d.entries}i", raw)}
+        self.work.extend((t, a) for t in sorted(targets, reverse=True))
+        self.windows.append((d.origin, a))
+        self.switches += 1
+        return True
+
+    def _window(self, code: _Code, k: int) -> list[tuple[int, int, str, str]]:
+        """The decoded straight-line instructions that fall through into the jmp at k (the jmp last)."""
+        st, base = code.state, code.vaddr
+        for q in range(max(0, k - 96), k + 1):
+            if st[q] != START:
+                continue
+            out = []
+            for x in self.md.disasm_lite(code.data[q : k + 16], base + q, 48):
+                if st[x[0] - base] != START or x[0] > base + k:
+                    break
+                out.append(x)
+            if out and out[-1][0] == base + k:
+                ends = [i + 1 for i, x in enumerate(out[:-1]) if classify(x[2]) in (JUMP, RET, STOP, FAR)]
+                return out[max(ends, default=0) :]
+        return []
+
+    def _check_windows(self) -> None:
+        """No branch, label or entry may land after the start of a dispatch proof: it could skip the bound."""
+        if not self.windows:
+            return
+        landed = sorted(self.landed)
+        for origin, j in self.windows:
+            i = bisect_right(landed, origin)
+            if i < len(landed) and landed[i] <= j:
+                x = landed[i]
+                self.add(
+                    "inside-guard", x, f"{x:#x} is a target inside the bounded dispatch {origin:#x}..{j:#x}"
+                )
+
     def _check_handler(self) -> None:
         """The handler runs on a violation: it must end the process without a ret or an indirect branch."""
         todo, seen = [self.handler], set()
@@ -583,6 +647,7 @@ def verify_file(path: str) -> Result:
     result.stats = {
         "instructions": v.insns,
         "guards": dict(sorted(v.guards.items())),
+        "switches": v.switches,
         "labels": v.labels,
         "seconds": round(time.monotonic() - t0, 3),
     }

@@ -40,6 +40,7 @@ CHECK_INSNS = (0, 7, 10, 17, 19, 28)  # instruction starts inside the check, for
 
 # mov [rsp-8], r11; mov [rsp-16], r10; mov r11, [rsp]
 RET_HEAD = b"\x4c\x89\x5c\x24\xf8\x4c\x89\x54\x24\xf0\x4c\x8b\x1c\x24"
+RET_LOAD = b"\x4c\x8b\x1c\x24"  # mov r11, [rsp]: the short ret guard is RET_LOAD + CHECK + ret
 RET_TAIL = b"\x4c\x8b\x5c\x24\xf8\x4c\x8b\x54\x24\xf0"  # mov r11, [rsp-8]; mov r10, [rsp-16]
 CALL_TAIL = b"\x4d\x01\xd3\x41\xff\xd3"  # add r11, r10; call r11
 JMP_TAIL = b"\x4d\x01\xd3\x41\xff\xe3"  # add r11, r10; jmp r11
@@ -71,7 +72,7 @@ class Operand:
 class Unit:
     """One recognised guard: [start, end), with the raw values of its fields for the caller to check."""
 
-    kind: str  # ret, call, jmp (tail jmp and preserving jmp)
+    kind: str  # ret (full or short), call, jmp (tail jmp and preserving jmp)
     start: int
     end: int
     branch: int  # address of the protected ret / call / jmp
@@ -215,6 +216,11 @@ def match_unit(b: bytes, i: int, vaddr: int) -> Unit | None:
     if not _fixed(b, c, CHECK):
         return None
     tail = b[t : t + 6]
+    if b[i : i + 4] == RET_LOAD and tail[:1] in (b"\xc3", b"\xc2"):  # ret guard without the r10/r11 saves
+        end = t + (1 if tail[:1] == b"\xc3" else 3)
+        return (
+            None if end > len(b) else _check_at(b, c, vaddr, "ret", a, vaddr + end, vaddr + t, [a, vaddr + t])
+        )
     if tail not in (CALL_TAIL, JMP_TAIL):
         return None
     kind = "call" if tail == CALL_TAIL else "jmp"
@@ -261,12 +267,14 @@ def stub_problem(b: bytes, i: int, vaddr: int, lo: int, handler: int, kind: str)
 
 def near_miss(b: bytes, i: int, vaddr: int, kind: str) -> str:
     """For an unguarded branch at b[i]: if a guard template almost precedes it, which part differs (diagnostic)."""
-    tail = {"call": CALL_TAIL[:3], "jmp": JMP_TAIL[:3], "ret": RET_TAIL}[kind]
-    c = i - len(tail) - CHECK_LEN
-    if c < 0 or b[i - len(tail) : i] != tail:
-        return ""
+    tails = {"call": [CALL_TAIL[:3]], "jmp": [JMP_TAIL[:3], PRESERVE_TAIL], "ret": [RET_TAIL, b""]}[kind]
     names = {0: "lea r10", 7: "sub/cmp", 17: "jae/test", 28: "jz"}
-    for off, piece in CHECK:
-        if b[c + off : c + off + len(piece)] != piece:
-            return f" (guard template broken at {vaddr + c + off:#x}: expected {names[off]} {piece.hex()})"
+    for tail in tails:
+        c = i - len(tail) - CHECK_LEN
+        if c < 0 or b[i - len(tail) : i] != tail:
+            continue
+        bad = [(off, p) for off, p in CHECK if b[c + off : c + off + len(p)] != p]
+        if 0 < len(bad) <= 2:
+            off, p = bad[0]
+            return f" (guard template broken at {vaddr + c + off:#x}: expected {names[off]} {p.hex()})"
     return ""
