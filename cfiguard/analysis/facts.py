@@ -18,6 +18,7 @@ from cfiguard.analysis.jumptables import (
     find_jump_table,
     label_offset_targets,
 )
+from cfiguard.analysis.liveness import flags_dead_at
 from cfiguard.disasm.decode import Decoded, decode_range
 from cfiguard.disasm.functions import Function, code_gaps, discover_by_traversal, discover_functions
 from cfiguard.image.ehframe import Fde
@@ -87,6 +88,7 @@ class ModuleFacts:
     scratch_clobbered: set[int] = field(
         default_factory=set
     )  # functions whose callers treat r10, r11 as clobbered
+    flags_dead_jmps: set[int] = field(default_factory=set)  # indirect jmps whose every target has dead flags
     plt_names: dict[int, str] = field(default_factory=dict)  # PLT stub address -> symbol name
 
     def function_at(self, addr: int) -> FunctionCode | None:
@@ -165,6 +167,7 @@ def analyze(image: Image, fdes: list[Fde]) -> ModuleFacts:
     _unrefer_table_words(facts)
     _gap_sites(image, facts, functions)
     _scratch_clobbers(facts)
+    _flags_at_jump_targets(facts)
     return facts
 
 
@@ -283,6 +286,39 @@ def _enclosed(facts: ModuleFacts, fc: FunctionCode, addrs: list[int]) -> bool:
         if a in facts.direct_targets or a in facts.address_taken or a in facts.data_words:
             return False
     return True
+
+
+def _flags_at_jump_targets(facts: ModuleFacts) -> None:
+    """Indirect jmps whose legitimate targets all have dead status flags (their guard may skip pushfq)."""
+    index: dict[int, dict[int, int]] = {}
+
+    def lookup(addr: int):
+        fc = facts.function_at(addr)
+        if fc is None:
+            return None
+        idx = index.get(fc.func.start)
+        if idx is None:
+            idx = index[fc.func.start] = {a: k for k, a in enumerate(fc.dec.addrs)}
+        k = idx.get(addr)
+        if k is None:
+            return None
+        d = fc.dec
+        return d.mnems[k], d.ops[k], d.sizes[k]
+
+    for fc in facts.functions:
+        if fc.func.is_plt:
+            continue
+        d = fc.dec
+        labels = [a for a in fc.code_refs if fc.func.start < a < fc.func.end]
+        for i in fc.special:
+            if strip_prefix(d.mnems[i]) != "jmp" or d.ops[i].startswith("0x"):
+                continue
+            jt = facts.jump_tables.get(d.addrs[i])
+            # Without a table the jump is a tail call (flags are dead at a function entry by the ABI) or a
+            # computed goto to one of the labels this function materialises.
+            targets = jt.targets if jt is not None else labels
+            if all(flags_dead_at(t, lookup) for t in targets):
+                facts.flags_dead_jmps.add(d.addrs[i])
 
 
 _SCRATCH = ("r10", "r11")

@@ -57,9 +57,13 @@ _TEMPLATES = {
     "tailjmp": _CHECK + "add r11, r10\njmp r11\n",
     "preserve_head": "lea rsp, [rsp - 128]\npush r11\npush r10\npushfq\n",
     "preserve": _CHECK + "popfq\npop r10\npop r11\nlea rsp, [rsp + 0x80]\n",
+    # Same, where the status flags are proven dead at every target (analysis/liveness.py): no pushfq/popfq.
+    "preserve_nf_head": "lea rsp, [rsp - 128]\npush r11\npush r10\n",
+    "preserve_nf": _CHECK + "pop r10\npop r11\nlea rsp, [rsp + 0x80]\n",
 }
 
 PRESERVE_STACK = 128 + 24  # red zone + r11, r10, rflags
+PRESERVE_STACK_NF = 128 + 16  # red zone + r11, r10
 
 
 @dataclass(frozen=True)
@@ -96,7 +100,7 @@ def template(name: str) -> Template:
             if size != 6:
                 raise RewriteError("guard template: jz is not rel32")
             fields["viol"] = addr + size - 4
-    if name in ("preserve_head",):
+    if name.endswith("_head"):
         return Template(code, -1, -1, -1, -1, -1)
     return Template(code, fields["lo"], fields["size"], fields["d"], fields["mask"], fields["viol"])
 

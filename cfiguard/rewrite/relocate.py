@@ -23,12 +23,14 @@ from cfiguard.rewrite.guards import (
     JMP_MASK,
     KIND_CODE,
     PRESERVE_STACK,
+    PRESERVE_STACK_NF,
     RET_MASK,
     instantiate,
     template,
 )
 
 VIOL_STUB_SIZE = 27
+_STACK = {"preserve": PRESERVE_STACK, "preserve_nf": PRESERVE_STACK_NF}
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ class Layout:
 class Special:
     index: int
     old: int
-    kind: str  # jmp, jcc, call, loop, rip, icall, tailjmp, preserve, ret, ret_scratch, switch
+    kind: str  # jmp, jcc, call, loop, rip, icall, tailjmp, preserve(_nf), ret(_scratch), switch
     size: int  # emitted size
     mem: MemOperand | None = None
     target: int | None = None  # direct branch target (old address)
@@ -98,9 +100,10 @@ def plan_function(fc: FunctionCode, facts: ModuleFacts) -> FunctionPlan:
                 mov = encode.mov_r11_from(raw, mem, 0, a)
                 specials.append(Special(i, a, "tailjmp", len(mov) + len(template("tailjmp").code), mem))
             else:
-                mov = encode.mov_r11_from(raw, mem, 0, a, PRESERVE_STACK)
-                size = len(template("preserve_head").code) + len(mov) + len(template("preserve").code) + sz
-                specials.append(Special(i, a, "preserve", size, mem))
+                kind = "preserve_nf" if a in facts.flags_dead_jmps else "preserve"
+                mov = encode.mov_r11_from(raw, mem, 0, a, _STACK[kind])
+                size = len(template(kind + "_head").code) + len(mov) + len(template(kind).code) + sz
+                specials.append(Special(i, a, kind, size, mem))
         elif m.startswith(("loop", "jrcxz", "jecxz")):
             specials.append(Special(i, a, "loop", encode.loop_expansion_size(raw), target=int(op, 16)))
         elif m.startswith("j"):
@@ -196,10 +199,10 @@ def emit_function(
             if k == "icall" and s.old not in facts.noreturn_calls:
                 return_labels.append(plan.new_start + len(out))
             plan.sites.append((s.old, kind, "inline"))
-        elif k == "preserve":
-            head = template("preserve_head").code
-            mov = encode.mov_r11_from(raw, s.mem, at + len(head), s.old, PRESERVE_STACK)
-            t = template("preserve")
+        elif k in ("preserve", "preserve_nf"):
+            head = template(k + "_head").code
+            mov = encode.mov_r11_from(raw, s.mem, at + len(head), s.old, _STACK[k])
+            t = template(k)
             guard_at = at + len(head) + len(mov)
             out += head + mov
             out += instantiate(

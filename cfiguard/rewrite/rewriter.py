@@ -82,7 +82,11 @@ def rewrite(facts: ModuleFacts, policy: Policy, code_vaddr: int, rodata_reserve:
         p.new_start = cur
         cur += p.size
     n_sites = sum(
-        sum(1 for s in p.specials if s.kind in ("ret", "ret_scratch", "icall", "tailjmp", "preserve"))
+        sum(
+            1
+            for s in p.specials
+            if s.kind in ("ret", "ret_scratch", "icall", "tailjmp", "preserve", "preserve_nf")
+        )
         for p in plans.values()
     )
     stubs_vaddr = _align(cur, FUNC_ALIGN)
