@@ -11,6 +11,7 @@ A guarded instruction's new address is the start of its guard, so branches to it
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_left
 from dataclasses import dataclass, field
 
@@ -111,7 +112,7 @@ def plan_function(fc: FunctionCode, facts: ModuleFacts) -> FunctionPlan:
                 raise RewriteError(f"unexpected branch form at {a:#x}: {m} {op}")
             specials.append(Special(i, a, "jcc", 6, target=int(op, 16)))
         else:  # rip-relative operand
-            mem = mem_operand(raw, a)
+            mem = rip_operand(raw, a, d.mnems[i], op)
             if mem is None or mem.base != "rip":
                 raise RewriteError(f"cannot locate rip-relative displacement at {a:#x}")
             specials.append(Special(i, a, "rip", sz, mem))
@@ -120,6 +121,33 @@ def plan_function(fc: FunctionCode, facts: ModuleFacts) -> FunctionPlan:
         growth.append(growth[-1] + s.size - d.sizes[s.index])
     size = (fc.func.end - fc.func.start) + growth[-1]
     return FunctionPlan(fc, specials, [s.old for s in specials], growth, size)
+
+
+_NUMBER = re.compile(r"0x[0-9a-f]+|\b\d+\b")
+_RIP_DISP = re.compile(r"\[rip ([+-]) (0x[0-9a-f]+|\d+)\]")
+_disp_offsets: dict[tuple[str, str, int], int] = {}
+
+
+def rip_operand(raw: bytes, addr: int, mnem: str, op: str) -> MemOperand | None:
+    """The rip-relative operand of `raw`, found without a detail decode when its shape was seen before.
+
+    The displacement's offset in the encoding depends only on the instruction's form (mnemonic, operand shape,
+    length); it is cached per form and confirmed against the displacement printed in the operand string, with a
+    detail decode as the fallback. Decoding every rip-relative instruction in detail was the rewriter's
+    largest single cost on big binaries.
+    """
+    m = _RIP_DISP.search(op)
+    if m is None:
+        return mem_operand(raw, addr)
+    disp = int(m.group(2), 0) * (1 if m.group(1) == "+" else -1)
+    key = (mnem, _NUMBER.sub("#", op), len(raw))
+    off = _disp_offsets.get(key)
+    if off is not None and int.from_bytes(raw[off : off + 4], "little", signed=True) == disp:
+        return MemOperand("rip", None, 1, disp, off, 4)
+    mem = mem_operand(raw, addr)
+    if mem is not None and mem.base == "rip":
+        _disp_offsets[key] = mem.disp_offset
+    return mem
 
 
 def _is_tail_call(
