@@ -35,7 +35,7 @@ MANIFEST_SECTION, MANIFEST_MAGIC = ".cfiguard", b"CFIGUARD"
 CHUNK = 1024  # bytes handed to capstone per call
 FIRST_COUNT = 12  # instructions decoded by the first call of a run; most runs are short (joins, labels)
 MAX_PER_CHECK = 1000  # findings kept per check; a corrupt file must not produce millions of lines
-NONE, START, INSIDE, GUARDED = 0, 1, 2, 3
+START, INSIDE, GUARDED = 1, 2, 3  # 0: not decoded
 ZEROS = [bytes(n) for n in range(16)]
 LEGACY_PREFIXES = frozenset(b"\xf0\xf2\xf3\x2e\x36\x3e\x26\x64\x65\x66\x67")
 INSIDES = [bytes([INSIDE]) * n for n in range(16)]
@@ -134,6 +134,7 @@ class Verifier:
         self.landed: set[int] = set()  # every entry, label and branch target
         self.windows: list[tuple[int, int]] = []  # (origin, jmp) of proven switch dispatches
         self.switches = 0
+        self.pending: list[tuple[_Code, int, str]] = []  # unguarded jmps: (code, offset, text)
         self.work: list[tuple[int, int | str]] = []
         self.insns = 0
         self.labels = 0
@@ -141,6 +142,7 @@ class Verifier:
         self.lo = self.size = self.distance = self.handler = 0
         self._classes = _ClassCache()
         self._stubs: dict[tuple[int, str], str | None] = {}
+        self._relocs: dict[int, tuple[int, int, int]] | None = None
 
     def add(self, check: str, address: int | None, reason: str) -> None:
         self._per_check[check] += 1
@@ -162,23 +164,19 @@ class Verifier:
         self.lo, self.size, self.distance = manifest["lo"], manifest["size"], manifest["table_distance"]
         self.handler = manifest["handler"]
         self._layout(manifest["table"])
-        for s in elf.loads:
-            if s.flags & PF_X:
-                self.code.append(_Code(s.vaddr, elf.data[s.offset : s.offset + s.filesz]))
+        self.code = [
+            _Code(s.vaddr, elf.data[s.offset : s.offset + s.filesz]) for s in elf.loads if s.flags & PF_X
+        ]
         self._check_handler()
         if self.table is not None:
             self._push_labels()
-        for what, addr in elf.init_functions():
-            self.work.append((addr, what))
-        for addr in elf.exported_functions():
-            self.work.append((addr, "exported function"))
-        if elf.entry:
-            self.work.append((elf.entry, "ELF entry point"))
+        self.work += [(addr, what) for what, addr in elf.init_functions()]
+        self.work += [(addr, "exported function") for addr in elf.exported_functions()]
+        self.work += [(elf.entry, "ELF entry point")] if elf.entry else []
         self._traverse()
         self._check_windows()
-        self.insns = sum(c.state.count(START) for c in self.code) + sum(
-            len(u.insns) - 1 for u in self.units.values()
-        )
+        units = sum(len(u.insns) - 1 for u in self.units.values())
+        self.insns = sum(c.state.count(START) for c in self.code) + units
 
     # ------------------------------------------------------------------------------------------ segments, manifest
 
@@ -189,9 +187,7 @@ class Verifier:
             self.add("elf", None, "no executable segment")
         for s in elf.loads:
             if s.flags & PF_X and s.flags & PF_W:
-                self.add(
-                    "segment-wx", s.vaddr, f"segment [{s.vaddr:#x}, {s.end:#x}) is writable and executable"
-                )
+                self.add("segment-wx", s.vaddr, f"segment at {s.vaddr:#x} is writable and executable")
         for x in xs:
             for w in elf.loads:
                 if w is x or not _overlap(x.pages(), w.pages()):
@@ -203,9 +199,7 @@ class Verifier:
                         f"executable segment at {x.vaddr:#x} shares pages with writable segment at {w.vaddr:#x}",
                     )
                 else:  # which bytes the page holds depends on mapping order: the decoding would be a guess
-                    self.add(
-                        "elf", x.vaddr, f"executable segment at {x.vaddr:#x} shares pages with {w.vaddr:#x}"
-                    )
+                    self.add("elf", x.vaddr, f"executable segment shares pages with segment at {w.vaddr:#x}")
         if elf.dyn(elfmod.DT_TEXTREL) is not None or (elf.dyn(elfmod.DT_FLAGS) or 0) & elfmod.DF_TEXTREL:
             self.add("code-writable", None, "DT_TEXTREL: the loader makes code writable to relocate it")
         stack = [s for s in elf.segments if s.type == elfmod.PT_GNU_STACK]
@@ -310,6 +304,24 @@ class Verifier:
         return None
 
     def _traverse(self) -> None:
+        """Drain the work list; then try to prove the unguarded jmps met on the way as switch dispatches. A
+        proof queues new targets, whose code may complete another jmp's window, so repeat to a fixpoint."""
+        unproven: list[tuple[_Code, int, str]] = []
+        while True:
+            self._drain()
+            todo, self.pending = unproven + self.pending, []
+            unproven = [p for p in todo if not self._dispatch(p[0], p[1])]
+            if not self.work and not self.pending:
+                break
+        for code, k, text in unproven:
+            self.add(
+                "unguarded",
+                code.vaddr + k,
+                f"indirect jmp `{text}` is not the last instruction of a recognised jmp guard"
+                " nor a proven bounded dispatch" + near_miss(code.data, k, code.vaddr, "jmp"),
+            )
+
+    def _drain(self) -> None:
         work, code = self.work, self.code
         last = code[0] if code else None
         landed = self.landed
@@ -322,9 +334,7 @@ class Verifier:
                     if src == "label":
                         self.add("label", addr, f"label at {addr:#x} is not in executable code")
                     else:
-                        self.add(
-                            "bad-target", addr, f"{_describe(src)} targets {addr:#x}, outside executable code"
-                        )
+                        self.add("bad-target", addr, f"{_describe(src)} targets non-code {addr:#x}")
                     continue
             if last.state[addr - last.vaddr] != START:
                 self._run(last, addr, src)
@@ -373,9 +383,7 @@ class Verifier:
                     if o[:2] == "0x":
                         work.append((int(o, 16), a))
                     else:
-                        self.add(
-                            "unsupported", a, f"`{_text(m, o)}`: conditional branch without a direct target"
-                        )
+                        self.add("unsupported", a, f"`{_text(m, o)}` has no direct target")
                     continue
                 if cls == CALL or cls == JUMP:
                     if o[:2] == "0x":
@@ -383,19 +391,16 @@ class Verifier:
                         if cls == CALL:
                             continue
                         return
-                    if cls == JUMP and self._dispatch(code, k):
+                    if cls == JUMP:  # perhaps a switch: proven once everything before it is decoded
+                        self.pending.append((code, k, _text(m, o)))
                         return
-                    kind = "call" if cls == CALL else "jmp"
                     self.add(
                         "unguarded",
                         a,
-                        f"indirect {kind} `{_text(m, o)}` is not the last instruction of a recognised {kind} guard"
-                        + (" nor a proven bounded dispatch" if kind == "jmp" else "")
-                        + near_miss(data, k, base, kind),
+                        f"indirect call `{_text(m, o)}` is not the last instruction of a recognised call guard"
+                        + near_miss(data, k, base, "call"),
                     )
-                    if cls == CALL:
-                        continue
-                    return
+                    continue
                 if cls == RET:
                     self.add(
                         "unguarded",
@@ -470,9 +475,7 @@ class Verifier:
         elif st[p] == START and self._prefix_skip(code, k, p):
             return False
         else:
-            self.add(
-                "overlap", a, f"instruction at {a:#x} ({s} bytes) overlaps the instruction at {other:#x}"
-            )
+            self.add("overlap", a, f"instruction at {a:#x} overlaps the instruction at {other:#x}")
         return True
 
     def _unit(self, code: _Code, u: Unit) -> None:
@@ -493,11 +496,7 @@ class Verifier:
         self.guards[u.kind] += 1
         dec = list(self.md.disasm_lite(code.data[k0:k1], u.start))
         if not dec or [a for a, _, _, _ in dec] != sorted(u.insns) or dec[-1][0] + dec[-1][1] != u.end:
-            self.add(
-                "guard-decode",
-                u.branch,
-                f"capstone does not decode the guard at {u.start:#x} as its template",
-            )
+            self.add("guard-decode", u.branch, f"capstone decodes the guard at {u.start:#x} differently")
         where = f"the {u.kind} guard at {u.start:#x}"
         if u.problem:
             self.add("guard-operand", u.branch, f"{where}: {u.problem}")
@@ -507,9 +506,7 @@ class Verifier:
             self.add("guard-range", u.branch, f"{where}: cmp uses size {u.size:#x}, not {self.size:#x}")
         if u.distance != self.distance:
             self.add(
-                "guard-table",
-                u.branch,
-                f"{where}: test reads labels at distance {u.distance:#x}, not {self.distance:#x}",
+                "guard-table", u.branch, f"{where}: table distance {u.distance:#x}, not {self.distance:#x}"
             )
         if u.mask != MASK[u.kind]:
             self.add(
@@ -541,8 +538,17 @@ class Verifier:
             self.add("unguarded", a, f"switch dispatch at {a:#x}: its table at {d.table:#x} is not read-only")
             return True
         raw = self.elf.read(d.table, size)
-        if d.size == 8:
-            targets = set(struct.unpack(f"<{d.entries}Q", raw))
+        if d.size == 8:  # what the loader leaves in each slot: a RELA relocation overrides the file's bytes
+            if self._relocs is None:
+                self._relocs = self.elf.relocations()
+            values = list(struct.unpack(f"<{d.entries}Q", raw))
+            for k in range(d.entries):
+                r = self._relocs.get(d.table + 8 * k)
+                if r is not None and r[0] != elfmod.R_X86_64_RELATIVE:
+                    self.add("unguarded", a, f"switch dispatch at {a:#x}: its table entry {k} is relocated")
+                    return True
+                values[k] = values[k] if r is None else r[2]
+            targets = set(values)
         else:
             targets = {d.table + v for v in struct.unpack(f"<{d.entries}i", raw)}
         self.work.extend((t, a) for t in sorted(targets, reverse=True))
@@ -633,8 +639,8 @@ def verify_file(path: str) -> Result:
     except elfmod.UnusableInput as e:
         result.error = str(e)
         return result
-    except Malformed as e:
-        result.findings.append(Finding("elf", None, str(e)))
+    except (Malformed, struct.error) as e:
+        result.findings.append(Finding("elf", None, f"malformed ELF: {e}"))
         return result
     v = Verifier(elf)
     try:

@@ -30,8 +30,9 @@ REGS = {
     for i, r in enumerate(names)
 }
 
-ABS8 = re.compile(r"^qword ptr \[(\w+)\*8 \+ (0x[0-9a-f]+)\]$")
-REL4 = re.compile(r"^dword ptr \[(\w+) \+ (\w+)\*4\]$")
+# cs/ds/es/ss overrides (a CET `notrack` prefix shows as ds:) are ignored in 64-bit mode; fs/gs are not accepted.
+ABS8 = re.compile(r"^qword ptr (?:[cdes]s:)?\[(\w+)\*8 \+ (0x[0-9a-f]+)\]$")
+REL4 = re.compile(r"^dword ptr (?:[cdes]s:)?\[(\w+) \+ (\w+)\*4\]$")
 RIP = re.compile(r"^\[rip ([+-]) (0x[0-9a-f]+|\d+)\]$")
 IMM = re.compile(r"^(0x[0-9a-f]+|\d+)$")
 # Instructions whose only register effect is writing their first operand (when it is a register).
@@ -53,8 +54,10 @@ class Dispatch:
 
 def prove(window: list[tuple[int, int, str, str]]) -> Dispatch | None:
     """`window`: the straight-line (address, size, mnemonic, operands) ending with the indirect jmp."""
-    # family -> ("zx", origin) | ("bound", origin, n, w): the low w bits are < n | ("base", origin, T)
-    #         | ("abs", origin, T, n) | ("rel", origin, T, n) | ("target", origin, T, n)
+    # family -> ("zx", origin) | ("bound", origin, n, w, low_origin): the low w bits are < n, and when w is 64
+    # because the upper half was known zero, low_origin is where the bound on the low half alone starts
+    #         | ("copy", origin, F): equals the zero-extended low half of F | ("copy64", origin, F): equals F
+    #         | ("base", origin, T) | ("abs", origin, T, n) | ("rel", origin, T, n) | ("target", origin, T, n)
     st: dict[str, tuple] = {}
     for k, (a, s, m, o) in enumerate(window[:-1]):
         m = m.rsplit(" ", 1)[-1]
@@ -66,9 +69,15 @@ def prove(window: list[tuple[int, int, str, str]]) -> Dispatch | None:
             if nxt in ("ja", "jae") and n <= 1 << d[1]:
                 prev = st.get(d[0], ())
                 if d[1] == 32 and _upper_zero(prev):  # the bound on the low half bounds the register
-                    st[d[0]] = ("bound", min(a, prev[1]), n, 64)
+                    st[d[0]] = ("bound", min(a, prev[1]), n, 64, a)
                 else:
-                    st[d[0]] = ("bound", a, n, d[1])
+                    st[d[0]] = ("bound", a, n, d[1], a)
+                for g, v in list(st.items()):  # registers copied from it before the cmp share the bound
+                    if v[0] == "copy" and v[2] == d[0] and (d[1] == 32 or n <= 1 << 32):
+                        st[g] = ("bound", min(a, v[1]), n, 64, min(a, v[1]))
+                    elif v[0] == "copy64" and v[2] == d[0]:
+                        b = st[d[0]]
+                        st[g] = ("bound", min(b[1], v[1]), n, b[3], min(b[4], v[1]))
             continue
         if m in NO_WRITE or (m.startswith("j") and m != "jmp"):
             continue
@@ -79,6 +88,13 @@ def prove(window: list[tuple[int, int, str, str]]) -> Dispatch | None:
             continue  # memory destination: no register written
         new = _effect(m, a, s, d, src, st)
         st.pop(d[0], None)
+        for g, v in list(
+            st.items()
+        ):  # its source changed: no longer a copy (a 32-bit one stays zero-extended)
+            if v[0] == "copy" and v[2] == d[0]:
+                st[g] = ("zx", v[1])
+            elif v[0] == "copy64" and v[2] == d[0]:
+                del st[g]
         if new is None and d[1] == 32:
             new = ("zx", a)  # any 32-bit write clears the upper half
         if new is not None:
@@ -98,13 +114,13 @@ def _make(table: int, n: int, size: int, origin: int) -> Dispatch | None:
 
 
 def _upper_zero(v: tuple) -> bool:
-    return v[:1] == ("zx",) or (v[:1] == ("bound",) and v[3] == 64 and v[2] <= 1 << 32)
+    return v[:1] in (("zx",), ("copy",)) or (v[:1] == ("bound",) and v[3] == 64 and v[2] <= 1 << 32)
 
 
-def _low(v: tuple | None, bits: int) -> int | None:
-    """A bound on the low `bits` bits of a register in state v, if one is known."""
+def _low(v: tuple | None, bits: int, a: int) -> tuple[int, int] | None:
+    """(n, origin): a bound on the low `bits` bits (bits <= 32) of a register in state v, if one is known."""
     if v and v[0] == "bound" and v[3] >= bits:
-        return min(v[2], 1 << bits)
+        return min(v[2], 1 << bits), min(a, v[4])
     return None
 
 
@@ -120,22 +136,23 @@ def _effect(m: str, a: int, s: int, d: tuple[str, int], src: str, st: dict[str, 
     fam, width = d
     sreg = REGS.get(src)
     sv = st.get(sreg[0]) if sreg else None
-    origin = min(a, sv[1]) if sv else a
     if m == "mov" and sreg and sreg[1] == width == 64:
-        return sv
+        return sv or (("copy64", a, sreg[0]) if sreg[0] != fam else None)
     if m == "mov" and sreg and sreg[1] == width == 32:  # zero-extends: a bounded low half bounds it all
-        n = _low(sv, 32)
-        return ("zx", origin) if n is None else ("bound", origin, n, 64)
+        n = _low(sv, 32, a)
+        if n is None:
+            return ("copy", a, sreg[0]) if sreg[0] != fam else ("zx", a)
+        return ("bound", n[1], n[0], 64, n[1])
     if m == "movzx" and width in (32, 64):
         bits = 8 if src.startswith("byte ptr") or (sreg and sreg[1] == 8) else 16
         if src.startswith(("byte ptr", "word ptr")) or sreg:
-            n = _low(sv, bits)
-            return ("bound", origin, (1 << bits) if n is None else n, 64)
+            n = _low(sv, bits, a) or (1 << bits, a)
+            return ("bound", n[1], n[0], 64, n[1])
     if m == "movsxd" and width == 64 and sreg and sreg[1] == 32:
-        n = _low(sv, 32)
-        return ("bound", origin, n, 64) if n is not None and n <= 1 << 31 else None
+        n = _low(sv, 32, a)
+        return ("bound", n[1], n[0], 64, n[1]) if n is not None and n[0] <= 1 << 31 else None
     if m == "and" and IMM.match(src) and int(src, 0) < (1 << 31 if width == 64 else 1 << width):
-        return ("bound", a, int(src, 0) + 1, 64 if width >= 32 else width)
+        return ("bound", a, int(src, 0) + 1, 64 if width >= 32 else width, a)
     if m == "lea" and width == 64 and (r := RIP.match(src)):
         return ("base", a, a + s + int(r.group(2), 0) * (1 if r.group(1) == "+" else -1))
     if m == "mov" and width == 64 and (t := ABS8.match(src)) and (n := _full(st, t.group(1))):

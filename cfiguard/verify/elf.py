@@ -229,14 +229,12 @@ class Elf:
     def init_functions(self) -> list[tuple[str, int]]:
         """(what, address) of DT_INIT, DT_FINI and every init/fini/preinit array entry."""
         out = [(n, v) for n, t in (("DT_INIT", DT_INIT), ("DT_FINI", DT_FINI)) if (v := self.dyn(t))]
-        arrays = [
-            (name, self.dyn(a), self.dyn(sz))
-            for name, a, sz in (
-                ("DT_INIT_ARRAY", DT_INIT_ARRAY, DT_INIT_ARRAYSZ),
-                ("DT_FINI_ARRAY", DT_FINI_ARRAY, DT_FINI_ARRAYSZ),
-                ("DT_PREINIT_ARRAY", DT_PREINIT_ARRAY, DT_PREINIT_ARRAYSZ),
-            )
-        ]
+        tags = {
+            "DT_INIT_ARRAY": (DT_INIT_ARRAY, DT_INIT_ARRAYSZ),
+            "DT_FINI_ARRAY": (DT_FINI_ARRAY, DT_FINI_ARRAYSZ),
+        }
+        tags["DT_PREINIT_ARRAY"] = (DT_PREINIT_ARRAY, DT_PREINIT_ARRAYSZ)
+        arrays = [(name, self.dyn(a), self.dyn(sz)) for name, (a, sz) in tags.items()]
         if not self.dynamic:  # static executable: the sections are all there is
             for name in (".init_array", ".fini_array", ".preinit_array"):
                 if (sec := self.section(name)) is not None:
@@ -270,7 +268,4 @@ def load(path: str) -> Elf:
             data = f.read()
     except OSError as e:
         raise UnusableInput(f"cannot read: {e.strerror or e}") from None
-    try:
-        return Elf(data)
-    except struct.error as e:
-        raise Malformed(f"truncated ELF header: {e}") from None
+    return Elf(data)

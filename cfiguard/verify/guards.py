@@ -26,7 +26,6 @@ from dataclasses import dataclass
 RET, CALL, JMP = 1, 2, 4
 MASK = {"ret": RET, "call": CALL, "jmp": CALL | JMP}
 KIND_CODE = {"call": 0, "jmp": 1, "ret": 2}  # edx of the violation stub
-PRESERVE_STACK = 152  # red zone (128) + r11, r10, rflags pushed before the load
 
 # The check, as (offset, fixed bytes); the gaps hold LO32 @3, SIZE32 @13, D32 @23, M8 @27, VIOL32 @30.
 CHECK = (
@@ -180,33 +179,26 @@ def match_unit(b: bytes, i: int, vaddr: int) -> Unit | None:
             vaddr + r,
             [a, a + 5, a + 10, vaddr + t, vaddr + t + 5, vaddr + r],
         )
-    if b[i : i + 10] == PRESERVE_HEAD:
-        load = _load_r11(b, i + 10)
+    if b[i : i + 9] == PRESERVE_HEAD[:9]:  # with pushfq/popfq, or without where the flags are dead
+        flags = b[i + 9] == 0x9C
+        h = 10 if flags else 9
+        head, tail = (PRESERVE_HEAD, PRESERVE_TAIL) if flags else (PRESERVE_HEAD[:9], PRESERVE_TAIL[1:])
+        load = _load_r11(b, i + h)
         if load is None:
             return None
         op2, n = load
-        c = i + 10 + n
+        c = i + h + n
         t = c + CHECK_LEN
-        if not (_fixed(b, c, CHECK) and b[t : t + 13] == PRESERVE_TAIL):
+        if not (_fixed(b, c, CHECK) and b[t : t + len(tail)] == tail):
             return None
-        j = t + 13
+        j = t + len(tail)
         p = modrm_insn(b, j, JMP_PREFIXES)
         if p is None or p[1] != 0xFF or p[2] & 7 != 4:
             return None
-        rest = [
-            a,
-            a + 5,
-            a + 7,
-            a + 9,
-            vaddr + i + 10,
-            vaddr + t,
-            vaddr + t + 1,
-            vaddr + t + 3,
-            vaddr + t + 5,
-            vaddr + j,
-        ]
+        pops = [t, t + 1, t + 3, t + 5] if flags else [t + 0, t + 2, t + 4]
+        rest = [a, a + 5, a + 7] + [a + 9] * flags + [vaddr + i + h] + [vaddr + x for x in pops] + [vaddr + j]
         unit = _check_at(b, c, vaddr, "jmp", a, vaddr + j + p[4], vaddr + j, rest)
-        problem = _same_target(op2, vaddr + i + 10 + n, p[3], vaddr + j + p[4])
+        problem = _same_target(op2, vaddr + i + h + n, p[3], vaddr + j + p[4], 128 + 8 * (h - 7))
         return unit if problem is None else Unit(**{**unit.__dict__, "problem": problem})
     load = _load_r11(b, i)
     if load is None:
@@ -227,8 +219,8 @@ def match_unit(b: bytes, i: int, vaddr: int) -> Unit | None:
     return _check_at(b, c, vaddr, kind, a, vaddr + t + 6, vaddr + t + 3, [a, vaddr + t, vaddr + t + 3])
 
 
-def _same_target(load: Operand, load_end: int, jmp: Operand, jmp_end: int) -> str | None:
-    """The preserving guard checks `load` (read with rsp lowered by 152) but jumps through `jmp`: same value?"""
+def _same_target(load: Operand, load_end: int, jmp: Operand, jmp_end: int, pushed: int) -> str | None:
+    """The preserving guard checks `load` (read with rsp lowered by `pushed`) but jumps through `jmp`: same?"""
     if load.reg is not None or jmp.reg is not None:
         if load.reg == jmp.reg and load.reg != 4:
             return None
@@ -244,7 +236,7 @@ def _same_target(load: Operand, load_end: int, jmp: Operand, jmp_end: int) -> st
     if load.base == "rip":
         same = load_end + load.disp == jmp_end + jmp.disp
     else:
-        same = load.disp == jmp.disp + (PRESERVE_STACK if load.base == 4 else 0)
+        same = load.disp == jmp.disp + (pushed if load.base == 4 else 0)
     return None if same else "checked operand and jmp operand differ (displacement)"
 
 
@@ -267,7 +259,11 @@ def stub_problem(b: bytes, i: int, vaddr: int, lo: int, handler: int, kind: str)
 
 def near_miss(b: bytes, i: int, vaddr: int, kind: str) -> str:
     """For an unguarded branch at b[i]: if a guard template almost precedes it, which part differs (diagnostic)."""
-    tails = {"call": [CALL_TAIL[:3]], "jmp": [JMP_TAIL[:3], PRESERVE_TAIL], "ret": [RET_TAIL, b""]}[kind]
+    tails = {
+        "call": [CALL_TAIL[:3]],
+        "jmp": [JMP_TAIL[:3], PRESERVE_TAIL, PRESERVE_TAIL[1:]],
+        "ret": [RET_TAIL, b""],
+    }[kind]
     names = {0: "lea r10", 7: "sub/cmp", 17: "jae/test", 28: "jz"}
     for tail in tails:
         c = i - len(tail) - CHECK_LEN

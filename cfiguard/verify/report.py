@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cfiguard.verify.checker import CHECKS, Result
+from cfiguard.verify.checker import CHECKS, Finding, Result
 
 JSON_SCHEMA = "cfiguard-verify"
 JSON_VERSION = 1
@@ -31,29 +31,27 @@ def text(results: list[Result]) -> str:
 
 
 def to_json(results: list[Result], version: str) -> dict:
+    def finding(f: Finding) -> dict:
+        hx = None if f.address is None else _hex(f.address)
+        return {"check": f.check, "address": f.address, "address_hex": hx, "reason": f.reason}
+
+    files = [
+        {
+            "path": r.path,
+            "status": status(r),
+            "error": r.error,
+            "stats": r.stats,
+            "findings": list(map(finding, r.findings)),
+        }
+        for r in results
+    ]
+    tool = {"name": "cfiguard", "version": version}
     return {
         "schema": JSON_SCHEMA,
         "version": JSON_VERSION,
-        "tool": {"name": "cfiguard", "version": version},
+        "tool": tool,
         "ok": all(r.ok for r in results),
-        "files": [
-            {
-                "path": r.path,
-                "status": status(r),
-                "error": r.error,
-                "stats": r.stats,
-                "findings": [
-                    {
-                        "check": f.check,
-                        "address": f.address,
-                        "address_hex": None if f.address is None else _hex(f.address),
-                        "reason": f.reason,
-                    }
-                    for f in r.findings
-                ],
-            }
-            for r in results
-        ],
+        "files": files,
     }
 
 
@@ -94,13 +92,7 @@ def to_sarif(results: list[Result], version: str) -> dict:
                         "name": "cfiguard-verify",
                         "version": version,
                         "rules": [
-                            {
-                                "id": k,
-                                "name": k,
-                                "shortDescription": {"text": v},
-                                "defaultConfiguration": {"level": "error"},
-                            }
-                            for k, v in CHECKS.items()
+                            {"id": k, "name": k, "shortDescription": {"text": v}} for k, v in CHECKS.items()
                         ],
                     }
                 },

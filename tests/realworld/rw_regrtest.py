@@ -7,7 +7,7 @@ import re
 import subprocess
 import xml.etree.ElementTree as ET
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +36,7 @@ LONG_TESTS = [
     "test_zlib",
 ]  # fmt: skip
 
-_FILE_LINE = re.compile(r"\[\s*\d+/\d+(?:/\d+)?\]\s+(test_\w+)\s+(.*)$")
+_FILE_LINE = re.compile(r"\[\s*\d+/\d+(?:/\d+)?\]\s+(test_[\w.]+)\s+(.*)$")
 
 
 def available_tests(testdir: Path, wanted: list[str]) -> tuple[list[str], list[str]]:
@@ -126,8 +126,10 @@ def run_regrtest(
     files: dict[str, str] = {}
     for line in output.splitlines():
         m = _FILE_LINE.search(line)
-        if m:
-            files[m.group(1)] = file_status(m.group(2))
+        if m:  # a test package may report as test_x.test_y: keep the worst outcome under test_x
+            name, status = m.group(1).split(".")[0], file_status(m.group(2))
+            if files.get(name, "passed") == "passed":
+                files[name] = status
     for t in tests:  # a test with no progress line (the whole run died): say so
         files.setdefault(t, "no result")
     return RegrRun(rc, files, parse_junit(junit), output, list(tests))
@@ -173,3 +175,33 @@ def exe_of(python: str, env: Mapping[str, str]) -> str:
     code = "import os; print(os.readlink('/proc/self/exe'))"
     out = subprocess.run([python, "-c", code], env=dict(env), capture_output=True, text=True, timeout=120)
     return out.stdout.strip() or f"(failed: {out.stderr.strip()[-200:]})"
+
+
+def differing_files(base: RegrRun, hard: RegrRun) -> list[str]:
+    """Test files whose outcome, or the outcome of one of whose cases, differs between two runs."""
+    out = {t for t in set(base.files) | set(hard.files) if base.files.get(t) != hard.files.get(t)}
+    for n in set(base.cases) | set(hard.cases):
+        if base.cases.get(n) != hard.cases.get(n):
+            parts = n.split("::")[-1].split(".")
+            if len(parts) > 1 and parts[0] == "test":
+                out.add(parts[1])
+    return sorted(out)
+
+
+def compare_confirmed(
+    base: RegrRun,
+    hard: RegrRun,
+    rerun: Callable[[list[str], str], RegrRun],
+) -> tuple[list[str], list[str]]:
+    """(differences, flaky): a difference counts only if it shows again when the test files concerned run once
+    more in both configurations (`rerun(files, "unhardened" | "hardened")`); the others are reported as flaky.
+    """
+    first = compare_runs(base, hard)
+    if not first:
+        return [], []
+    files = differing_files(base, hard)
+    if not files:
+        return first, []
+    base2, hard2 = rerun(files, "unhardened"), rerun(files, "hardened")
+    second = compare_runs(base2, hard2)
+    return second, [] if second else first

@@ -280,7 +280,8 @@ def process(item: Item, work: Path, data: Path, keep_failures: Path | None = Non
         ],
     }
     if h.status == "refused":
-        row.update(outcome="refused", reason=h.error_line.removeprefix("cfiguard: error: "))
+        reason = h.error_line.removeprefix("cfiguard: error: ").removeprefix(f"{item.real}: ")
+        row.update(outcome="refused", reason=reason)
     elif h.status != "ok":
         row.update(outcome="failed", cause=f"harden {h.status}", reason=h.error_line, stderr=h.stderr[-4000:])
     elif h.problems:
@@ -417,13 +418,63 @@ def summarize(rows: list[dict], non_elf: list[str] | None = None) -> dict:
     }
 
 
+def render_markdown(doc: dict) -> str:
+    """The /usr/bin section of docs/compatibility.md from a sweep.json."""
+    rows, summary = doc["rows"], doc["summary"]
+    cov = summary["coverage"]
+    by = {k: sorted((r for r in rows if r["outcome"] == k), key=lambda r: r["name"]) for k in OUTCOMES}
+    out = [
+        "| outcome | programs |",
+        "|---|---|",
+        *(f"| {k} | {len(by[k])} |" for k in OUTCOMES),
+        f"| (scripts and other non-ELF files, not run) | {summary['non_elf_skipped']} |",
+        "",
+        f"Sites over the {sum(1 for r in rows if r.get('counts'))} hardened programs: {cov['found']} found, "
+        f"{cov['guarded']} guarded, {cov['safe']} proven safe, {cov['unguarded']} unguarded: "
+        f"**{100 * cov['covered_fraction']:.3f}%** guarded or proven safe.",
+        "",
+        "### Failed",
+        "",
+    ]
+    if by["failed"]:
+        out += ["| program | file | cause | detail |", "|---|---|---|---|"]
+        for r in by["failed"]:
+            d = r.get("detail") or {}
+            detail = d.get("hardened_stderr") or d.get("stdout") or r.get("reason") or ""
+            detail = " ".join(detail.split())[:160].replace("|", "\\|")
+            out.append(f"| `{r['name']}` | `{r['real']}` | {r.get('cause')} | {detail} |")
+    else:
+        out.append("None.")
+    out += ["", "### Refused (exit 2, by design)", "", "| program | reason |", "|---|---|"]
+    for r in by["refused"]:
+        out.append(f"| `{r['name']}` | {r.get('reason')} |")
+    out += ["", "### Hardened and identical", ""]
+    notes = [r for r in by["identical"] if r.get("note")]
+    out.append(", ".join(f"`{r['name']}`" for r in by["identical"]))
+    if notes:
+        out += ["", "Compared on exit code only, or timing out in both:", ""]
+        out += [f"- `{r['name']}` ({' '.join(r.get('args', []))}): {r['note']}" for r in notes]
+    return "\n".join(out) + "\n"
+
+
+OUTCOMES = ("identical", "refused", "failed")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bindir", default="/usr/bin")
-    ap.add_argument("--out", required=True, type=Path, help="results: sweep.json, failures/, reports/")
+    ap.add_argument("--out", type=Path, help="results: sweep.json, failures/NAME/ (hardened file, report)")
+    ap.add_argument(
+        "--render", type=Path, help="print the markdown tables of an existing sweep.json and exit"
+    )
     ap.add_argument("--jobs", type=int, default=jobs())
     ap.add_argument("--only", default="", help="comma-separated names (default: every ELF file)")
     args = ap.parse_args(argv)
+    if args.render:
+        print(render_markdown(json.loads(args.render.read_text())), end="")
+        return 0
+    if args.out is None:
+        ap.error("--out is required")
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     items, non_elf = collect(args.bindir)

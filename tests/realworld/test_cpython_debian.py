@@ -9,7 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from rw_regrtest import LONG_TESTS, available_tests, compare_runs, exe_of, failure_excerpt, run_regrtest
+from rw_regrtest import (
+    LONG_TESTS,
+    RegrRun,
+    available_tests,
+    compare_confirmed,
+    exe_of,
+    failure_excerpt,
+    run_regrtest,
+)
 from rw_support import clean_env, harden, jobs, out_dir, write_json
 
 DEBIAN_PYTHON = Path("/usr/bin/python3.11")
@@ -41,7 +49,12 @@ def test_debian_python_regrtest(tmp_path: Path) -> None:
     assert exe_of(str(hard_python), env) == str(hard_python)
     base = run_regrtest(str(DEBIAN_PYTHON), tests, work / "unhardened", env, jobs=jobs())
     hard = run_regrtest(str(hard_python), tests, work / "hardened", env, jobs=jobs())
-    diffs = compare_runs(base, hard)
+    pythons = {"unhardened": str(DEBIAN_PYTHON), "hardened": str(hard_python)}
+
+    def rerun(files: list[str], which: str) -> RegrRun:
+        return run_regrtest(pythons[which], files, work / f"{which}-rerun", env, jobs=jobs())
+
+    diffs, flaky = compare_confirmed(base, hard, rerun)
     write_json(
         work / "summary.json",
         {
@@ -52,11 +65,12 @@ def test_debian_python_regrtest(tmp_path: Path) -> None:
             "unhardened": base.summary(),
             "hardened": hard.summary(),
             "differences": diffs,
+            "flaky (differed once, not on a rerun)": flaky,
         },
     )
     assert base.cases, f"the unhardened run produced no test results:\n{failure_excerpt(base)}"
     assert not diffs, (
-        "hardened python3.11 changes CPython's test results:\n"
+        "hardened python3.11 changes CPython's test results (also on a rerun):\n"
         + "\n".join(diffs)
         + f"\n--- hardened run (log in {work}) ---\n{failure_excerpt(hard)}"
     )

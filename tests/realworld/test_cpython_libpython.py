@@ -8,6 +8,7 @@ own regression tests with LD_LIBRARY_PATH pointing there, and require the same r
 from __future__ import annotations
 
 import os
+import re
 import sys
 import sysconfig
 from pathlib import Path
@@ -16,8 +17,9 @@ import pytest
 from rw_regrtest import (
     LONG_TESTS,
     QUICK_TESTS,
+    RegrRun,
     available_tests,
-    compare_runs,
+    compare_confirmed,
     failure_excerpt,
     proc_maps,
     run_regrtest,
@@ -26,12 +28,14 @@ from rw_support import Hardened, clean_env, harden, jobs, mapped_paths, out_dir,
 
 
 def _libpython() -> Path | None:
-    if not sysconfig.get_config_var("Py_ENABLE_SHARED"):
-        return None
-    lib = Path(sysconfig.get_config_var("LIBDIR") or "") / (sysconfig.get_config_var("INSTSONAME") or "")
-    if not lib.is_file():
-        lib = Path(sysconfig.get_config_var("LIBDIR") or "") / (sysconfig.get_config_var("LDLIBRARY") or "")
-    return lib.resolve() if lib.is_file() else None
+    """The libpython this very interpreter has mapped (Debian's python3.11 says Py_ENABLE_SHARED=1 in sysconfig
+    but links libpython statically: only the process's own maps tell)."""
+    with open("/proc/self/maps") as f:
+        for line in f:
+            parts = line.split(None, 5)
+            if len(parts) == 6 and re.match(r"libpython[\d.]+\.so", os.path.basename(parts[5].strip())):
+                return Path(parts[5].strip()).resolve()
+    return None
 
 
 LIBPYTHON = _libpython()
@@ -41,7 +45,7 @@ TESTDIR = Path(sysconfig.get_path("stdlib")) / "test"
 
 pytestmark = pytest.mark.skipif(
     LIBPYTHON is None,
-    reason=f"{PYTHON} is not linked against a shared libpython (Py_ENABLE_SHARED=0); nothing to harden",
+    reason=f"{PYTHON} does not load a shared libpython (built without --enable-shared?); nothing to harden",
 )
 
 
@@ -72,8 +76,14 @@ def _check_loaded(h: Hardened, env: dict[str, str]) -> None:
 def _compare(tests: list[str], h: Hardened, work: Path, nproc: int) -> None:
     base_env, hard_env = _envs(h)
     _check_loaded(h, hard_env)
+    envs = {"unhardened": base_env, "hardened": hard_env}
     base = run_regrtest(PYTHON, tests, work / "unhardened", base_env, jobs=nproc)
     hard = run_regrtest(PYTHON, tests, work / "hardened", hard_env, jobs=nproc)
+
+    def rerun(files: list[str], which: str) -> RegrRun:
+        return run_regrtest(PYTHON, files, work / f"{which}-rerun", envs[which], jobs=nproc)
+
+    diffs, flaky = compare_confirmed(base, hard, rerun)
     write_json(
         work / "summary.json",
         {
@@ -82,13 +92,13 @@ def _compare(tests: list[str], h: Hardened, work: Path, nproc: int) -> None:
             "tests": tests,
             "unhardened": base.summary(),
             "hardened": hard.summary(),
-            "differences": compare_runs(base, hard),
+            "differences": diffs,
+            "flaky (differed once, not on a rerun)": flaky,
         },
     )
     assert base.cases, f"the unhardened run produced no test results:\n{failure_excerpt(base)}"
-    diffs = compare_runs(base, hard)
     assert not diffs, (
-        "hardened libpython changes CPython's test results:\n"
+        "hardened libpython changes CPython's test results (also on a rerun):\n"
         + "\n".join(diffs)
         + f"\n--- hardened run (log in {work}) ---\n{failure_excerpt(hard)}"
     )

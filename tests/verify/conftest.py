@@ -5,28 +5,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from mutants import Built, run_cli
 
 HERE = Path(__file__).parent
 FLAVOURS = {"pie": ["-fPIE", "-pie"], "nopie": ["-fno-pie", "-no-pie"]}
-
-
-@dataclass(frozen=True)
-class Built:
-    flavour: str
-    plain: Path  # as compiled
-    hardened: Path
-    expected: str  # stdout of the plain program
-
-
-def run_cli(*args: str | Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "cfiguard.cli", *map(str, args)], capture_output=True, text=True, timeout=600
-    )
 
 
 @pytest.fixture(scope="session")

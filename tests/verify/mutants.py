@@ -1,4 +1,4 @@
-"""Byte-level helpers that build mutants of hardened binaries for the verifier tests.
+"""Helpers for the verifier tests: running the CLI, and building mutants of hardened binaries byte by byte.
 
 They restate the guard layout themselves (as the verifier does), so the tests depend on neither the rewriter's
 nor the verifier's code: a mutant is built from the file format and the documented templates alone.
@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import re
 import struct
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +25,27 @@ TAILS = {  # bytes right after the check -> (kind, offset of the branch after th
     bytes.fromhex("4d01d341ffd3"): ("call", 3),
     bytes.fromhex("4d01d341ffe3"): ("jmp", 3),
     bytes.fromhex("9d415a415b488da42480000000"): ("jmp", 13),
+    bytes.fromhex("415a415b488da42480000000"): ("jmp", 12),  # preserving, without pushfq/popfq
     bytes.fromhex("4c8b5c24f84c8b5424f0"): ("ret", 10),
+    b"\xc3": ("ret", 0),  # the short ret guard (no r10/r11 saves)
+    b"\xc2": ("ret", 0),
 }
+
+
+@dataclass(frozen=True)
+class Built:
+    """A test program as compiled (`plain`) and as hardened by the real CLI."""
+
+    flavour: str
+    plain: Path
+    hardened: Path
+    expected: str  # stdout of the plain program
+
+
+def run_cli(*args: str | Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "cfiguard.cli", *map(str, args)], capture_output=True, text=True, timeout=600
+    )
 
 
 @dataclass(frozen=True)
@@ -128,3 +149,27 @@ def function(path: Path, name: str) -> tuple[int, int]:
             if s.name.split(".")[0] == name and s["st_info"]["type"] == "STT_FUNC" and s["st_size"]:
                 return s["st_value"], s["st_size"]
     raise KeyError(name)
+
+
+def new_address(b: Binary, old: int) -> int:
+    """Where a relocated function now starts: its old entry holds `jmp rel32` (or `jmp rel8` to one)."""
+    op = b.read(old, 1)
+    if op == b"\xeb":
+        return new_address(b, old + 2 + struct.unpack("<b", b.read(old + 1, 1))[0])
+    assert op == b"\xe9", f"{old:#x} does not forward"
+    return old + 5 + struct.unpack("<i", b.read(old + 1, 4))[0]
+
+
+def switch_dispatch(b: Binary, start: int) -> tuple[int, int]:
+    """(address of the bound's `ja`, address of the indirect jmp) of the first switch in the code at `start`."""
+    import capstone
+
+    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    ja = None
+    for a, _, m, o in md.disasm_lite(b.read(start, 64), start):
+        if m == "ja":
+            ja = a
+        if m == "jmp" and not o.startswith("0x"):
+            assert ja is not None
+            return ja, a
+    raise AssertionError(f"no switch dispatch at {start:#x}")

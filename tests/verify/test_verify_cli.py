@@ -8,9 +8,9 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import Built, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from mutants import Built, run_cli
 from typer.testing import CliRunner
 
 from cfiguard.cli import app

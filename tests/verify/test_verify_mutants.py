@@ -14,8 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import Built, run_cli
-from mutants import PF_W, PF_X, Binary, Guard, function
+from mutants import PF_W, PF_X, Binary, Built, Guard, function, new_address, run_cli, switch_dispatch
 from typer.testing import CliRunner
 
 from cfiguard.cli import app
@@ -60,6 +59,7 @@ def test_hardened_program_runs_and_verifies(built: Built) -> None:
     f = doc["files"][0]
     assert f["status"] == "verified" and f["findings"] == []
     assert set(f["stats"]["guards"]) == {"ret", "call", "jmp"} and f["stats"]["labels"] > 0
+    assert f["stats"]["switches"] >= 1  # pick(): a bounded dispatch the rewriter leaves unguarded
 
 
 def test_unhardened_program_is_not_hardened(built: Built) -> None:
@@ -143,6 +143,32 @@ def test_guard_without_jz(built: Built, tmp_path: Path, func: str, kind: str) ->
     g = guard_in(b, built, func, kind)
     b.write(g.check + 28, b"\x90" * 6)
     assert has(findings(b.save(tmp_path / "m")), "unguarded", g.branch, "expected jz")
+
+
+def test_switch_without_its_bound(built: Built, tmp_path: Path) -> None:
+    """An unguarded switch dispatch is accepted only with its bound: without the `ja`, it is unguarded."""
+    b = Binary(built.hardened)
+    ja, jmp = switch_dispatch(b, new_address(b, function(built.plain, "pick")[0]))
+    b.write(ja, b"\x90" * 6)
+    assert has(findings(b.save(tmp_path / "m")), "unguarded", jmp, "nor a proven bounded dispatch")
+
+
+def test_switch_with_a_writable_table(built: Built, tmp_path: Path) -> None:
+    b = Binary(built.hardened)
+    _, jmp = switch_dispatch(b, new_address(b, function(built.plain, "pick")[0]))
+    for p in b.phdrs:  # every read-only segment, so the one holding the jump table too
+        if p.type == 1 and not p.flags & (PF_X | PF_W):
+            b.set_flags(p, p.flags | PF_W)
+    assert has(findings(b.save(tmp_path / "m")), "unguarded", jmp, "not read-only")
+
+
+def test_label_inside_a_switch_dispatch(built: Built, tmp_path: Path) -> None:
+    """A label between the bound and the jmp would let an indirect branch skip the bound."""
+    b = Binary(built.hardened)
+    m = b.manifest()
+    _, jmp = switch_dispatch(b, new_address(b, function(built.plain, "pick")[0]))
+    b.write(m["table"] + (jmp - m["lo"]), b"\x04")
+    assert has(findings(b.save(tmp_path / "m")), "inside-guard", jmp, "bounded dispatch")
 
 
 def test_stub_that_does_not_reach_the_handler(built: Built, tmp_path: Path) -> None:
