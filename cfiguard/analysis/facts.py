@@ -162,8 +162,10 @@ def analyze(image: Image, fdes: list[Fde]) -> ModuleFacts:
         facts.functions = sorted(fcs + extra, key=lambda fc: fc.func.start)
         facts.__post_init__()
         _entries(image, facts)
+    windows: list[tuple[int, list[int]]] = []
     for fc in facts.functions:
-        _find_tables(image, facts, fc)
+        _find_tables(image, facts, fc, windows)
+    _prove_dispatches(image, facts, windows)
     _unrefer_table_words(facts)
     _gap_sites(image, facts, functions)
     _scratch_clobbers(facts)
@@ -244,7 +246,7 @@ def _plt_entry(fc: FunctionCode, addr: int) -> int:
     return fc.func.start + (addr - fc.func.start) // size * size
 
 
-def _find_tables(image: Image, facts: ModuleFacts, fc: FunctionCode) -> None:
+def _find_tables(image: Image, facts: ModuleFacts, fc: FunctionCode, windows: list) -> None:
     """Jump tables of every indirect jmp; label-difference tables when the function takes internal labels."""
     if fc.func.is_plt:
         return
@@ -260,10 +262,8 @@ def _find_tables(image: Image, facts: ModuleFacts, fc: FunctionCode) -> None:
             jt, missing = None, missing or str(e)
         if jt is not None:
             start = dispatch_window(d.addrs, d.sizes, d.mnems, d.ops, i, jt)
-            if start is not None and _enclosed(facts, fc, d.addrs[start + 1 : i + 1]):
-                seg = image.segment_at(jt.table)
-                if seg is not None and not seg.writable:
-                    jt = replace(jt, safe=True)
+            if start is not None:
+                windows.append((jt.site, d.addrs[start + 1 : i + 1]))
             facts.jump_tables[jt.site] = jt
         else:
             unresolved.append(i)
@@ -280,12 +280,25 @@ def _find_tables(image: Image, facts: ModuleFacts, fc: FunctionCode) -> None:
         fc.problem = fc.problem or missing
 
 
-def _enclosed(facts: ModuleFacts, fc: FunctionCode, addrs: list[int]) -> bool:
-    """No control enters these instructions except by falling through from the one before them."""
-    for a in addrs:
-        if a in facts.direct_targets or a in facts.address_taken or a in facts.data_words:
-            return False
-    return True
+def _prove_dispatches(image: Image, facts: ModuleFacts, windows: list[tuple[int, list[int]]]) -> None:
+    """Mark a dispatch safe when its table is read-only and nothing but fall-through enters its window.
+
+    Decided after every table is known: a target of ANY table, a branch target, a label or a return site
+    inside the window would let control arrive after the bound check with an unchecked index.
+    """
+    entered = set(facts.direct_targets) | facts.address_taken | set(facts.data_words)
+    for jt in facts.jump_tables.values():
+        entered.update(jt.targets)
+    for fc in facts.functions:
+        d = fc.dec
+        for i in fc.special:
+            if strip_prefix(d.mnems[i]) == "call":
+                entered.add(d.addrs[i] + d.sizes[i])
+    for site, addrs in windows:
+        jt = facts.jump_tables[site]
+        seg = image.segment_at(jt.table)
+        if seg is not None and not seg.writable and not any(a in entered for a in addrs):
+            facts.jump_tables[site] = replace(jt, safe=True)
 
 
 def _flags_at_jump_targets(facts: ModuleFacts) -> None:

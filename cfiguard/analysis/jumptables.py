@@ -134,7 +134,7 @@ def _family(reg: str) -> str:
 _ALIASES = {f"e{x}": f"r{x}" for x in ("ax", "bx", "cx", "dx", "si", "di", "bp", "sp")}
 
 
-def _copied_before(mnems: list[str], ops: list[str], k: int, reg: str, fam: set[str]) -> bool:  # noqa: D401
+def _copied_before(mnems: list[str], ops: list[str], k: int, reg: str, fam: set[str]) -> str | None:
     """True if, just before the compare at `k`, a register of `fam` was made a copy of `reg` and neither was
     written again before the compare (gcc: `mov ebp, edi; cmp edi, N; ja; ... jmp [rbp*8 + T]`)."""
     for j in range(k - 1, max(-1, k - 6), -1):
@@ -143,10 +143,10 @@ def _copied_before(mnems: list[str], ops: list[str], k: int, reg: str, fam: set[
             return False
         dst, _, src = ops[j].partition(", ")
         if mn == "mov" and _family(dst) in fam and _family(src) == reg:
-            return True
+            return dst
         if _family(dst) in fam or _family(dst) == reg:
-            return False
-    return False
+            return None
+    return None
 
 
 _NON_WRITING = frozenset(("cmp", "test", "push", "bt", "nop", "prefetcht0", "prefetcht1", "prefetchnta"))
@@ -162,7 +162,16 @@ def _bound(mnems: list[str], ops: list[str], i: int, index: str) -> int | None:
     return None if found is None else found[0]
 
 
-def _bound_at(mnems: list[str], ops: list[str], i: int, index: str) -> tuple[int, int] | None:
+def _is32(reg: str) -> bool:
+    reg = reg.strip()
+    return (reg.startswith("e") and len(reg) == 3) or (
+        reg.startswith("r") and reg.endswith("d") and reg[1:-1].isdigit()
+    )
+
+
+def _bound_at(
+    mnems: list[str], ops: list[str], i: int, index: str, strict: bool = False
+) -> tuple[int, int] | None:
     """Number of table entries from a dominating `cmp idx, N; ja/jae` in the same straight-line code.
 
     Walks back from the dispatch, following the index value through register copies (`mov`, `movsxd`,
@@ -172,6 +181,9 @@ def _bound_at(mnems: list[str], ops: list[str], i: int, index: str) -> tuple[int
     conservative: None means "unknown".
     """
     carrier = _family(index)
+    # strict (a proof against an attacker, not just the compiler's own invariant): a 32-bit compare bounds
+    # the 64-bit index only if a 32-bit write (which zero-extends) produced the index after the compare.
+    widened = False
     for j in range(i - 1, max(-1, i - LOOKBACK), -1):
         mn = mnems[j]
         if mn in ("ret", "jmp") or mn.startswith(("call", "loop", "jrcxz")):
@@ -180,9 +192,15 @@ def _bound_at(mnems: list[str], ops: list[str], i: int, index: str) -> tuple[int
             reg, _, imm = ops[j - 1].partition(", ")
             if not (imm.startswith("0x") or imm.isdigit()):
                 return None
-            if _family(reg) != carrier and not _copied_before(mnems, ops, j - 1, _family(reg), {carrier}):
-                return None
             n = int(imm, 0)
+            if _family(reg) != carrier:
+                copy = _copied_before(mnems, ops, j - 1, _family(reg), {carrier})
+                if not copy or (strict and _is32(reg) and not widened and not _is32(copy)):
+                    return None
+            elif strict and _is32(reg) and not widened:
+                return None
+            if strict and n >= 1 << 31:
+                return None
             return (n + 1 if mn == "ja" else n), j - 1
         if mn.startswith("j"):
             continue  # a conditional branch writes nothing
@@ -201,6 +219,7 @@ def _bound_at(mnems: list[str], ops: list[str], i: int, index: str) -> tuple[int
             return 256, j  # a zero-extended byte (an interpreter's opcode): at most 256 entries
         if mn in _COPIES and "[" not in src and src:
             carrier = _family(src)
+            widened = widened or _is32(dst) or mn in ("movzx", "movsxd")
             continue
         return None  # the index is computed by something we do not follow
     return None
@@ -297,7 +316,7 @@ def dispatch_window(
         return None
     m = _ABS_INDEXED.search(ops[i])
     if m:
-        b = _bound_at(mnems, ops, i, m.group(1))
+        b = _bound_at(mnems, ops, i, m.group(1), strict=True)
         return b[1] if b and b[0] == len(jt.targets) else None
     target = _family(ops[i])
     if ops[i].count(" ") or not target:
@@ -311,7 +330,7 @@ def dispatch_window(
             m = _ABS_INDEXED.search(op)
             if not m or jt.entry_size != 8:
                 return None
-            b = _bound_at(mnems, ops, j, m.group(1))
+            b = _bound_at(mnems, ops, j, m.group(1), strict=True)
             return b[1] if b and b[0] == len(jt.targets) else None
         if mn == "add" and add_at is None and _family(op.partition(", ")[0]) == target:
             add_at = j
@@ -322,7 +341,7 @@ def dispatch_window(
             dst = _family(op.partition(", ")[0])
             if m and {dst, _family(m.group(1))} == {target, other} and jt.entry_size == 4:
                 base, index = _family(m.group(1)), m.group(2)
-                b = _bound_at(mnems, ops, j, index)
+                b = _bound_at(mnems, ops, j, index, strict=True)
                 if not b or b[0] != len(jt.targets):
                     return None
                 lea = _base_lea(mnems, ops, j, base)

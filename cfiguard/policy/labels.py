@@ -22,6 +22,7 @@ RET, CALL, JMP = 1, 2, 4
 class Policy:
     labels: dict[int, int]  # original address -> class bits
     return_sites: frozenset[int]  # original addresses after calls that return
+    return_callers: dict[int, int | None]  # return site -> start of the function holding the call
 
 
 def coarse_policy(facts: ModuleFacts) -> Policy:
@@ -33,21 +34,23 @@ def coarse_policy(facts: ModuleFacts) -> Policy:
     for a in facts.call_entries:
         add(a, CALL)
     for a in facts.address_taken:
+        # Only instruction starts of decoded code: a "pointer" into a gap is data in .text or a constant that
+        # looks like an address (a label there would sit on no instruction).
         fc = facts.function_at(a)
-        if fc is None or a in fc.starts:  # inside a function: only instruction starts are targets
+        if fc is not None and a in fc.starts:
             add(a, CALL | JMP)
     for jt in facts.jump_tables.values():
         for t in jt.targets:
             add(t, JMP)
-    rets = set()
+    callers: dict[int, int | None] = {}
     for fc in facts.functions:
         d = fc.dec
         for i in fc.special:
             if strip_prefix(d.mnems[i]) == "call" and d.addrs[i] not in facts.noreturn_calls:
-                rets.add(d.addrs[i] + d.sizes[i])
+                callers[d.addrs[i] + d.sizes[i]] = fc.func.start
     for s in facts.gap_sites:
         if s.kind == "call":
-            rets.add(s.addr + s.size)
-    for a in rets:
+            callers[s.addr + s.size] = None
+    for a in callers:
         add(a, RET)
-    return Policy(labels, frozenset(rets))
+    return Policy(labels, frozenset(callers), callers)

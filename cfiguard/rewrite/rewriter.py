@@ -449,6 +449,8 @@ def _labels(facts: ModuleFacts, policy: Policy, choice: _Choice, resolve):
     targets of rewritten jump tables are labelled JMP at their new address instead."""
     moved = _pure_jmp_targets(facts, choice.tables)
     for addr, bits in policy.labels.items():
+        if bits & RET and policy.return_callers.get(addr) in choice.plans:
+            bits &= ~RET  # the call now runs in new code; its return site is labelled there
         fc = facts.function_at(addr)
         if fc is not None and fc.func.start in choice.plans:
             bits &= ~RET
