@@ -48,3 +48,20 @@ def test_hardened_matches_original(flavour, binary, hardened):
     assert VIOLATION not in result.stderr, describe_run(result)
     assert result.stdout == original.stdout, output_diff(original.stdout, result.stdout)
     assert result.returncode == original.returncode, describe_run(result)
+
+
+@pytest.mark.slow
+def test_hardened_sample_verifies(flavour, hardened):
+    """Issue acceptance: every hardened sample passes the independent verifier."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = hardened(flavour).require()
+    repo = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=str(repo))
+    proc = subprocess.run(
+        [sys.executable, "-m", "cfiguard.cli", "verify", str(path)], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
