@@ -131,7 +131,13 @@ def _family(reg: str) -> str:
     return _ALIASES.get(reg, reg)
 
 
+_REGS64 = frozenset(
+    ["rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp"] + [f"r{n}" for n in range(8, 16)]
+)
 _ALIASES = {f"e{x}": f"r{x}" for x in ("ax", "bx", "cx", "dx", "si", "di", "bp", "sp")}
+_ALIASES.update({x: f"r{x}" for x in ("ax", "bx", "cx", "dx", "si", "di", "bp", "sp")})
+_ALIASES.update({f"{x}l": f"r{x}x" for x in "abcd"} | {f"{x}h": f"r{x}x" for x in "abcd"})
+_ALIASES.update({"sil": "rsi", "dil": "rdi", "bpl": "rbp", "spl": "rsp"})
 
 
 def _copied_before(mnems: list[str], ops: list[str], k: int, reg: str, fam: set[str]) -> str | None:
@@ -169,6 +175,11 @@ def _is32(reg: str) -> bool:
     )
 
 
+def _is64(reg: str) -> bool:
+    """A 64-bit general register (rax..rsp, r8..r15)."""
+    return reg.strip() in _REGS64
+
+
 def _bound_at(
     mnems: list[str], ops: list[str], i: int, index: str, strict: bool = False
 ) -> tuple[int, int] | None:
@@ -193,11 +204,12 @@ def _bound_at(
             if not (imm.startswith("0x") or imm.isdigit()):
                 return None
             n = int(imm, 0)
+            narrow = not _is64(reg)  # a 32/16/8-bit compare says nothing about the upper bits
             if _family(reg) != carrier:
                 copy = _copied_before(mnems, ops, j - 1, _family(reg), {carrier})
-                if not copy or (strict and _is32(reg) and not widened and not _is32(copy)):
+                if not copy or (strict and narrow and not widened and not (_is32(copy) and _is32(reg))):
                     return None
-            elif strict and _is32(reg) and not widened:
+            elif strict and narrow and not widened:
                 return None
             if strict and n >= 1 << 31:
                 return None
