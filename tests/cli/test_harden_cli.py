@@ -221,3 +221,32 @@ int main(int c, char **v) { top(c); return 0; }
     frames = [line for line in gdb.stdout.splitlines() if line.startswith("#")]
     # abort's frames, then leaf, mid, top, main (relocated: shown as ??), then __libc_start_call_main.
     assert any("__libc_start_call_main" in f or "__libc_start_main" in f for f in frames), gdb.stdout
+
+
+def test_output_is_deterministic(program: Path, tmp_path: Path) -> None:
+    """Same input, same version: byte-identical output (reproducible builds)."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert cfiguard("harden", str(program), "-o", str(a)).returncode == 0
+    assert cfiguard("harden", str(program), "-o", str(b)).returncode == 0
+    assert a.read_bytes() == b.read_bytes()
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.6, 0.9, 1.2])
+def test_killed_run_leaves_no_partial_output(program: Path, tmp_path: Path, delay: float) -> None:
+    """SIGKILL at various moments: the output path either does not exist or holds a complete, working file."""
+    import signal
+    import time
+
+    out = tmp_path / "p.cfi"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cfiguard.cli", "harden", str(program), "-o", str(out)],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    if out.exists():
+        run = subprocess.run([str(out)], capture_output=True, text=True)
+        assert (run.returncode, run.stdout) == (3, "49\n")
