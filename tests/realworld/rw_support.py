@@ -145,12 +145,14 @@ def report_problems(doc: dict) -> list[str]:
 
 
 _HEX = re.compile(r"0x[0-9a-fA-F]+")
+_BYTES = re.compile(r"\b[0-9a-f]{6,}\b")  # instruction bytes
 _NUM = re.compile(r"\b\d+\b")
 
 
 def reason_class(reason: str) -> str:
-    """A report reason with addresses and numbers elided, so that equal causes group together."""
-    return _NUM.sub("N", _HEX.sub("0x…", reason))
+    """A report reason with addresses, instruction bytes and numbers elided, so that equal causes group
+    together."""
+    return _NUM.sub("N", _BYTES.sub("…", _HEX.sub("0x…", reason)))
 
 
 @dataclass

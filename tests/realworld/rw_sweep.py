@@ -440,16 +440,34 @@ def render_markdown(doc: dict) -> str:
         out += ["| program | file | cause | detail |", "|---|---|---|---|"]
         for r in by["failed"]:
             d = r.get("detail") or {}
-            detail = d.get("hardened_stderr") or d.get("stdout") or r.get("reason") or ""
-            detail = " ".join(detail.split())[:160].replace("|", "\\|")
+            if "args" in r:
+                detail = f"`{' '.join(r['args'])[:60]}`: exit {r['rc'][0]} -> {r['rc'][1]}"
+                first = (d.get("hardened_stderr") or "").strip().splitlines()[:1]
+                detail += f"; stderr: {first[0][:100]}" if first else ""
+            else:
+                detail = r.get("reason") or ""
+            detail = " ".join(detail.split()).replace("|", "\\|")
             out.append(f"| `{r['name']}` | `{r['real']}` | {r.get('cause')} | {detail} |")
     else:
         out.append("None.")
     out += ["", "### Refused (exit 2, by design)", "", "| program | reason |", "|---|---|"]
     for r in by["refused"]:
         out.append(f"| `{r['name']}` | {r.get('reason')} |")
-    out += ["", "### Hardened and identical", ""]
-    notes = [r for r in by["identical"] if r.get("note")]
+    ident = by["identical"]
+    functional = sum(1 for r in ident if r["name"] in FUNCTIONAL)
+    version = sum(1 for r in ident if r.get("args") == ["--version"])
+    helped = sum(1 for r in ident if r.get("args") == ["--help"])
+    zero = sum(1 for r in ident if r.get("rc") == [0, 0])
+    out += [
+        "",
+        "### Hardened and identical",
+        "",
+        f"{len(ident)} programs: {functional} run with a functional command, {version} with `--version`, "
+        f"{helped} with `--help` (their `--version` fails); {zero} exit 0 in both, the others exit with the "
+        "same non-zero code and the same output (an option they do not know, no display, ...).",
+        "",
+    ]
+    notes = [r for r in ident if r.get("note")]
     out.append(", ".join(f"`{r['name']}`" for r in by["identical"]))
     if notes:
         out += ["", "Compared on exit code only, or timing out in both:", ""]

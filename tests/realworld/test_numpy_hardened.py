@@ -169,6 +169,7 @@ def test_numpy_hardened(tmp_path: Path) -> None:
         h = harden(p, tmp, reports / (p.name + ".json"))
         if h.status == "ok":
             os.replace(tmp, p)
+            assert b"CFIGUARD" in p.read_bytes(), f"{p} has no .cfiguard manifest after hardening"
         return p, h
 
     with ThreadPoolExecutor(jobs()) as pool:
