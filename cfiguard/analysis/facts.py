@@ -449,6 +449,11 @@ def _data_references(image: Image, facts: ModuleFacts) -> None:
             for k, v in enumerate(struct.unpack_from(f"<{n}Q", image.data, off)):
                 if lo <= v < hi and any(a <= v < b for a, b in code):
                     facts.data_words.setdefault(v, []).append(start + 8 * k)
+    for slot in _relr_slots(image):
+        # DT_RELR (packed relative relocations): the addend is the slot's own content.
+        v = image.read_u64(slot)
+        if image.is_code(v):
+            taken.add(v)
     for r in image.relocations:
         if r.type in (R_X86_64_RELATIVE, R_X86_64_IRELATIVE):
             if image.is_code(r.addend):
@@ -462,6 +467,30 @@ def _data_references(image: Image, facts: ModuleFacts) -> None:
             v = image.read_u64(r.addr)
             if image.is_code(v):
                 taken.add(v)
+
+
+def _relr_slots(image: Image) -> list[int]:
+    """Addresses relocated by .relr.dyn (glibc 2.36+ `-z pack-relative-relocs`): an even word is an address,
+    an odd word a bitmap of the 63 words that follow the last address."""
+    sec = image.section(".relr.dyn")
+    if sec is None or not sec.allocated or sec.size % 8:
+        return []
+    out: list[int] = []
+    base = 0
+    for (w,) in struct.iter_unpack("<Q", image.read(sec.vaddr, sec.size)):
+        if w & 1 == 0:
+            out.append(w)
+            base = w + 8
+        else:
+            bits = w >> 1
+            k = 0
+            while bits:
+                if bits & 1:
+                    out.append(base + 8 * k)
+                bits >>= 1
+                k += 1
+            base += 63 * 8
+    return [a for a in out if image.segment_at(a) is not None]
 
 
 def _entries(image: Image, facts: ModuleFacts) -> None:

@@ -247,8 +247,8 @@ def _read_table(
     base: int = 0,
 ) -> JumpTable | None:
     seg = image.segment_at(table)
-    if seg is None or seg.executable:
-        return None
+    if seg is None or (seg.executable and is_target(table)):
+        return None  # a table inside code; .rodata in an R+X segment (-z noseparate-code) is fine
     limit = min(seg.vaddr + seg.filesz, table + (bound or MAX_ENTRIES) * size)
     targets: list[int] = []
     addr = table

@@ -48,6 +48,8 @@ def decode_range(code: bytes, start: int) -> Decoded:
     mnems: list[str] = []
     ops: list[str] = []
     for a, s, m, o in _lite().disasm_lite(code, start):
+        if o.isdigit() and m[0] in "jcl":
+            o = hex(int(o))  # capstone prints small branch targets in decimal ("call 0" to a weak symbol)
         addrs.append(a)
         sizes.append(s)
         mnems.append(m)

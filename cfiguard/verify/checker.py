@@ -333,6 +333,8 @@ class Verifier:
                 if last is None:
                     if src == "label":
                         self.add("label", addr, f"label at {addr:#x} is not in executable code")
+                    elif addr == 0 and isinstance(src, int):
+                        pass  # `call 0`: an undefined weak function, guarded by a null test; it can only fault
                     else:
                         self.add("bad-target", addr, f"{_describe(src)} targets non-code {addr:#x}")
                     continue
@@ -379,6 +381,8 @@ class Verifier:
                 st[k] = START
                 if cls is None:
                     continue
+                if o.isdigit():  # capstone prints small direct targets in decimal (`call 0`, a weak symbol)
+                    o = hex(int(o))
                 if cls == COND:
                     if o[:2] == "0x":
                         work.append((int(o, 16), a))
