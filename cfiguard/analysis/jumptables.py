@@ -64,6 +64,8 @@ def find_jump_table(
     if m:
         bound = _bound(mnems, ops, i, m.group(1))
         return _read_table(image, site, int(m.group(2), 16), 8, is_target, bound)
+    if "[" in ops[i]:
+        return None  # `jmp [reg + disp]`: a tail call through a vtable or a GOT slot, not a table dispatch
     base_reg = index_reg = None
     load_at = i
     for j in range(i - 1, max(-1, i - LOOKBACK), -1):
