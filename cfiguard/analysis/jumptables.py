@@ -66,6 +66,8 @@ def find_jump_table(
         return _read_table(image, site, int(m.group(2), 16), 8, is_target, bound)
     if "[" in ops[i]:
         return None  # `jmp [reg + disp]`: a tail call through a vtable or a GOT slot, not a table dispatch
+    if _loaded_pointer(mnems, ops, i, _family(ops[i])):
+        return None  # `mov rax, [rax + 0x18]; ...; jmp rax`: the same tail call through a register
     base_reg = index_reg = None
     load_at = i
     for j in range(i - 1, max(-1, i - LOOKBACK), -1):
@@ -113,6 +115,23 @@ def find_jump_table(
                         return jt
         raise UnresolvedTable(f"jump table of the jmp at {site:#x} not found (base {base_reg})")
     return None
+
+
+def _loaded_pointer(mnems: list[str], ops: list[str], i: int, reg: str) -> bool:
+    """True if the jump register was last set by a plain 8-byte load that is not a table lookup."""
+    for j in range(i - 1, max(-1, i - LOOKBACK), -1):
+        if mnems[j].startswith(("call", "ret", "jmp")):
+            return False
+        if writes(mnems[j], ops[j], reg):
+            dst, _, src = ops[j].partition(", ")
+            return (
+                mnems[j] == "mov"
+                and src.startswith("qword ptr [")
+                and "*" not in src
+                and "rip" not in src
+                and not _ABS_INDEXED.search(src)
+            )
+    return False
 
 
 def _added_constant(mnems: list[str], ops: list[str], reg: str) -> int | None:
