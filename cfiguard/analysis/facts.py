@@ -161,7 +161,7 @@ def analyze(image: Image, fdes: list[Fde]) -> ModuleFacts:
         functions = sorted(functions + found, key=lambda f: f.start)
         facts.functions = sorted(fcs + extra, key=lambda fc: fc.func.start)
         facts.__post_init__()
-        _entries(image, facts)
+    _noreturn_calls(image, facts)
     windows: list[tuple[int, list[int]]] = []
     for fc in facts.functions:
         _find_tables(image, facts, fc, windows)
@@ -416,15 +416,14 @@ def _unrefer_table_words(facts: ModuleFacts) -> None:
 def _gap_sites(image: Image, facts: ModuleFacts, functions: list[Function]) -> None:
     """Sweep code outside known functions only to report the sites it may hold."""
     for a, b in _exec_gaps(image, functions):
-        if True:
-            d = decode_range(image.read(a, b - a), a)
-            for i, mnem in enumerate(d.mnems):
-                m = strip_prefix(mnem)
-                op = d.ops[i]
-                if m == "ret" or (m in ("call", "jmp") and not op.startswith("0x")):
-                    facts.gap_sites.append(Site(d.addrs[i], d.sizes[i], "ret" if m == "ret" else m, None))
-                elif m in ("call", "jmp") or (m.startswith("j") and op.startswith("0x")):
-                    facts.direct_targets.setdefault(int(op, 16), set()).add(None)
+        d = decode_range(image.read(a, b - a), a)
+        for i, mnem in enumerate(d.mnems):
+            m = strip_prefix(mnem)
+            op = d.ops[i]
+            if m == "ret" or (m in ("call", "jmp") and not op.startswith("0x")):
+                facts.gap_sites.append(Site(d.addrs[i], d.sizes[i], "ret" if m == "ret" else m, None))
+            elif m in ("call", "jmp") or (m.startswith("j") and op.startswith("0x")):
+                facts.direct_targets.setdefault(int(op, 16), set()).add(None)
 
 
 def _data_references(image: Image, facts: ModuleFacts) -> None:
@@ -494,6 +493,7 @@ def _relr_slots(image: Image) -> list[int]:
 
 
 def _entries(image: Image, facts: ModuleFacts) -> None:
+    """Addresses named from outside the module's code: the entry point, init/fini functions, exports."""
     ce = facts.call_entries
     if image.entry:
         ce.add(image.entry)
@@ -501,7 +501,10 @@ def _entries(image: Image, facts: ModuleFacts) -> None:
     for s in image.symbols:
         if s.exported and image.is_code(s.addr):
             ce.add(s.addr)
-    # Calls to functions that never return: no return site after them.
+
+
+def _noreturn_calls(image: Image, facts: ModuleFacts) -> None:
+    """Calls to functions that never return: no return site after them."""
     names = dict(facts.plt_names)
     for s in image.symbols:
         names.setdefault(s.addr, s.name)

@@ -92,10 +92,8 @@ def find_jump_table(
                 bound = _bound(mnems, ops, j, m.group(1))
                 return _read_table(image, site, int(m.group(2), 16), 8, is_target, bound)
         elif mn == "lea":
-            m = _RIP_LEA.match(ops[j])
-            if m:
-                disp = int(m.group(3), 0) * (1 if m.group(2) == "+" else -1)
-                table = addrs[j] + sizes[j] + disp
+            table = _rip_target(addrs, sizes, ops, j)
+            if table is not None:
                 bound = _bound(mnems, ops, load_at, index_reg) if index_reg else None
                 jt = _read_table(image, site, table, 4, is_target, bound)
                 if jt is not None:
@@ -107,10 +105,9 @@ def find_jump_table(
         order = list(range(i - 1, -1, -1)) + list(range(i + 1, len(addrs)))
         for j in order:
             if mnems[j] == "lea" and ops[j].startswith(base_reg + ", [rip"):
-                m = _RIP_LEA.match(ops[j])
-                if m:
-                    disp = int(m.group(3), 0) * (1 if m.group(2) == "+" else -1)
-                    jt = _read_table(image, site, addrs[j] + sizes[j] + disp, 4, is_target, bound)
+                table = _rip_target(addrs, sizes, ops, j)
+                if table is not None:
+                    jt = _read_table(image, site, table, 4, is_target, bound)
                     if jt is not None:
                         return jt
         raise UnresolvedTable(f"jump table of the jmp at {site:#x} not found (base {base_reg})")
