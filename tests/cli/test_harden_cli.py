@@ -107,20 +107,19 @@ def test_output_directory_missing(program: Path, tmp_path: Path) -> None:
     assert proc.returncode == 2 and "does not exist" in proc.stderr
 
 
-def test_strict_writes_nothing_when_a_site_stays_unguarded(tmp_path: Path) -> None:
-    # A 1-byte function whose address is an immediate in non-PIE code, placed right before another function:
-    # no room for a forwarding jump, and an absolute immediate is not a reference cfiguard rewrites, so its
-    # `ret` stays unguarded. Built from assembly to make the layout exact.
+def tiny_function_program(tmp_path: Path, load: str, link: str) -> Path:
+    """A program whose 1-byte function `tiny` is packed right before `main`, which loads its address with
+    `load` and calls it. Assembly, so that the layout is exact."""
     asm = tmp_path / "t.s"
     asm.write_text(
-        """
+        f"""
         .text
         .globl main
         .type tiny, @function
 tiny:   ret
         .size tiny, 1
         .type main, @function
-main:   mov $tiny, %eax
+main:   {load}
         call *%rax
         xor %eax, %eax
         ret
@@ -129,7 +128,15 @@ main:   mov $tiny, %eax
 """
     )
     exe = tmp_path / "t"
-    subprocess.run(["gcc", "-no-pie", "-o", str(exe), str(asm)], check=True)
+    subprocess.run(["gcc", link, "-o", str(exe), str(asm)], check=True)
+    return exe
+
+
+def test_strict_writes_nothing_when_a_site_stays_unguarded(tmp_path: Path) -> None:
+    # A 1-byte function whose address is an immediate in non-PIE code, placed right before another function:
+    # no room for a forwarding jump, and an absolute immediate is not a reference cfiguard rewrites, so its
+    # `ret` stays unguarded. Built from assembly to make the layout exact.
+    exe = tiny_function_program(tmp_path, "mov $tiny, %eax", "-no-pie")
     out, report = tmp_path / "t.cfi", tmp_path / "t.json"
     proc = cfiguard("harden", str(exe), "-o", str(out), "--strict", "--report", str(report))
     assert proc.returncode == 1, proc.stderr
@@ -168,25 +175,7 @@ def test_cet_ibt_bit_cleared_shstk_kept(tmp_path: Path) -> None:
 def test_one_byte_function_is_redirected(tmp_path: Path) -> None:
     """A 1-byte function packed against its neighbour gets no forwarding jump; in a PIE every reference to it
     (here a rip-relative lea in relocated code) is rewritten to the new address instead."""
-    asm = tmp_path / "t.s"
-    asm.write_text(
-        """
-        .text
-        .globl main
-        .type tiny, @function
-tiny:   ret
-        .size tiny, 1
-        .type main, @function
-main:   lea tiny(%rip), %rax
-        call *%rax
-        xor %eax, %eax
-        ret
-        .size main, .-main
-        .section .note.GNU-stack,"",@progbits
-"""
-    )
-    exe = tmp_path / "t"
-    subprocess.run(["gcc", "-pie", "-o", str(exe), str(asm)], check=True)
+    exe = tiny_function_program(tmp_path, "lea tiny(%rip), %rax", "-pie")
     out, report = tmp_path / "t.cfi", tmp_path / "t.json"
     proc = cfiguard("harden", str(exe), "-o", str(out), "--strict", "--report", str(report))
     assert proc.returncode == 0, proc.stderr
