@@ -114,13 +114,12 @@ def rewrite(facts: ModuleFacts, policy: Policy, code_vaddr: int, rodata_reserve:
     layout = Layout(lo, size, table_vaddr - lo)
 
     # --- 5. emit
-    stub_index: dict[int, int] = {}
+    stubs: dict[int, tuple[int, str]] = {}  # site -> (slot among the violation stubs, kind)
 
     def viol_stub(site: int, kind: str) -> int:
-        k = stub_index.setdefault(site, len(stub_index))
-        return stubs_vaddr + k * VIOL_STUB_SIZE
+        slot, _ = stubs.setdefault(site, (len(stubs), kind))
+        return stubs_vaddr + slot * VIOL_STUB_SIZE
 
-    stub_kinds: dict[int, str] = {}
     resolve = _resolver(facts, plans)
     return_labels: list[int] = []
     code = bytearray()
@@ -131,16 +130,15 @@ def rewrite(facts: ModuleFacts, policy: Policy, code_vaddr: int, rodata_reserve:
             facts,
             layout,
             resolve,
-            lambda s, k: (stub_kinds.setdefault(s, k), viol_stub(s, k))[1],
+            viol_stub,
             return_labels,
             lambda a: resolve(a) if a in choice.redirected else a,
         )
     code += b"\xcc" * (stubs_vaddr - code_vaddr - len(code))
-    for site, k in stub_index.items():
-        at = stubs_vaddr + k * VIOL_STUB_SIZE
-        code += violation_stub(at, site, stub_kinds[site], lo, handler_vaddr)
-    if len(stub_index) != n_sites:
-        raise RewriteError(f"planned {n_sites} guarded sites, emitted {len(stub_index)}")
+    for site, (slot, kind) in stubs.items():
+        code += violation_stub(stubs_vaddr + slot * VIOL_STUB_SIZE, site, kind, lo, handler_vaddr)
+    if len(stubs) != n_sites:
+        raise RewriteError(f"planned {n_sites} guarded sites, emitted {len(stubs)}")
     code += handler_code()
     assert code_vaddr + len(code) == code_end
 
