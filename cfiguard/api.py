@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from cfiguard.analysis.facts import analyze
-from cfiguard.errors import InputError, StrictModeError
+from cfiguard.errors import InputError, StrictModeError, VerificationError
 from cfiguard.image.ehframe import parse_eh_frame, parse_eh_frame_hdr
 from cfiguard.image.elf import Image, load_image
 from cfiguard.policy.labels import coarse_policy
 from cfiguard.rewrite.rewriter import Rewritten, SiteOutcome, rewrite
-from cfiguard.rewrite.writer import ElfWriter
+from cfiguard.rewrite.writer import ElfWriter, write_atomically
+
+MAX_PROOF_ROUNDS = 3  # rewrite again with the switches the verifier could not re-prove guarded instead
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,11 @@ class HardenResult:
     functions: int
     relocated: int
     seconds: float
+    verified: bool | None = None  # None: not checked (--no-verify)
+    verify_seconds: float = 0.0
+    findings: list = field(default_factory=list)  # the verifier's findings when it rejected the output
+    # switches guarded because the verifier could not re-prove them
+    demoted: list[int] = field(default_factory=list)
 
     def count(self, outcome: str) -> int:
         return sum(1 for s in self.sites if s.outcome == outcome)
@@ -54,9 +61,21 @@ def read_fdes(image: Image):
     return parse_eh_frame(image.read(eh_ptr, size), eh_ptr)
 
 
-def harden(input_path: str, output_path: str, strict: bool = False, in_place: bool = False) -> HardenResult:
+def harden(
+    input_path: str,
+    output_path: str,
+    strict: bool = False,
+    in_place: bool = False,
+    verify: bool = True,
+) -> HardenResult:
     """Harden `input_path` into `output_path`. The input is never modified, unless `in_place` is given: then
-    output_path must be input_path, and it is replaced atomically only after everything succeeded."""
+    output_path must be input_path, and it is replaced atomically only after everything succeeded.
+
+    Unless `verify` is False, the output is checked by the independent verifier (cfiguard.verify, through its
+    public API only) before anything is written. A switch dispatch that the rewriter proved safe but the
+    verifier cannot re-prove is guarded instead, and the module rewritten, so that "safe" means the same to
+    both. An output that still does not verify raises VerificationError and nothing is written.
+    """
     t0 = time.monotonic()
     same = os.path.realpath(input_path) == os.path.realpath(output_path)
     if same and not in_place:
@@ -68,15 +87,47 @@ def harden(input_path: str, output_path: str, strict: bool = False, in_place: bo
     facts = analyze(image, fdes)
     policy = coarse_policy(facts)
     writer = ElfWriter(image)
-    rw: Rewritten = rewrite(facts, policy, writer.first_free_vaddr(), writer.rodata_reserve())
-    result = HardenResult(
-        input_path, output_path, rw.sites, rw.not_relocated, len(facts.functions), rw.relocated, 0.0
-    )
-    if strict and result.counts["unguarded"]:
-        err = StrictModeError(
-            f"{input_path}: {result.counts['unguarded']} site(s) would stay unguarded (--strict); nothing written"
+    demoted: list[int] = []
+    verify_seconds = 0.0
+    for round_ in range(MAX_PROOF_ROUNDS):
+        rw: Rewritten = rewrite(facts, policy, writer.first_free_vaddr(), writer.rodata_reserve())
+        result = HardenResult(
+            input_path, output_path, rw.sites, rw.not_relocated, len(facts.functions), rw.relocated, 0.0
         )
-        err.result = result
-        raise err
-    writer.write(os.path.realpath(output_path) if in_place else output_path, rw, image.mode)
-    return HardenResult(**{**result.__dict__, "seconds": time.monotonic() - t0})
+        if strict and result.counts["unguarded"]:
+            err = StrictModeError(
+                f"{input_path}: {result.counts['unguarded']} site(s) would stay unguarded (--strict); "
+                "nothing written"
+            )
+            err.result = result
+            raise err
+        data = writer.build(rw)
+        if not verify:
+            break
+        from cfiguard.verify import verify_bytes
+
+        t1 = time.monotonic()
+        check = verify_bytes(data, output_path)
+        verify_seconds += time.monotonic() - t1
+        unproven = sorted(
+            {rw.switch_sites[f.address] for f in check.findings if f.address in rw.switch_sites}
+        )
+        if check.ok or not unproven or round_ == MAX_PROOF_ROUNDS - 1:
+            break
+        for site in unproven:  # the verifier is the judge of "safe": guard what it cannot re-prove
+            facts.jump_tables[site] = replace(facts.jump_tables[site], safe=False)
+        demoted += unproven
+    extra = {"verify_seconds": verify_seconds, "demoted": demoted}
+    if verify:
+        extra["verified"] = check.ok
+        if not check.ok:
+            findings = check.findings if check.error is None else []
+            err = VerificationError(
+                f"{input_path}: the hardened output does not pass cfiguard verify "
+                f"({len(findings)} finding(s){'' if check.error is None else ': ' + check.error}); "
+                "nothing written"
+            )
+            err.result = HardenResult(**{**result.__dict__, **extra, "findings": findings})
+            raise err
+    write_atomically(os.path.realpath(output_path) if in_place else output_path, data, image.mode)
+    return HardenResult(**{**result.__dict__, **extra, "seconds": time.monotonic() - t0})

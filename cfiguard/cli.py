@@ -13,6 +13,8 @@ import typer
 
 from cfiguard.errors import CfiguardError
 
+FIRST_FINDINGS = 10  # verifier findings shown when harden's own output fails verification
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Label-based CFI for x86-64 ELF binaries.")
 
 
@@ -46,8 +48,17 @@ def harden(
         False, "--strict", help="Fail (exit 1, no output) if any site stays unguarded."
     ),
     report: Path | None = typer.Option(None, "--report", help="Write a JSON report of every site here."),
+    no_verify: bool = typer.Option(
+        False,
+        "--no-verify",
+        help="Skip the independent verification of the output (by default an output that fails "
+        "`cfiguard verify` is not written, and harden exits 1).",
+    ),
 ) -> None:
-    """Harden INPUT into OUTPUT: every indirect call, indirect jump and return checks its target's label."""
+    """Harden INPUT into OUTPUT: every indirect call, indirect jump and return checks its target's label.
+
+    The output is checked with the independent verifier before it is written: an output that would not pass
+    `cfiguard verify` is never written (exit 1, the first findings on stderr)."""
     from cfiguard import api
     from cfiguard.report.harden_report import harden_report, summary_line, write_json
 
@@ -55,11 +66,16 @@ def harden(
         typer.echo("cfiguard: error: give exactly one of -o OUTPUT and --in-place", err=True)
         raise typer.Exit(2)
     try:
-        result = api.harden(str(input), str(output or input), strict=strict, in_place=in_place)
+        result = api.harden(
+            str(input), str(output or input), strict=strict, in_place=in_place, verify=not no_verify
+        )
     except CfiguardError as e:
         partial = getattr(e, "result", None)  # --strict: the report still says which sites and why
         if report is not None and partial is not None:
             write_json(str(report), harden_report(partial))
+        for f in getattr(partial, "findings", [])[:FIRST_FINDINGS]:
+            where = "" if f.address is None else f"{f.address:#x}: "
+            typer.echo(f"cfiguard: {where}{f.check}: {f.reason}", err=True)
         _fail(e)
         return
     except Exception as e:  # noqa: BLE001 - see _internal

@@ -35,3 +35,9 @@ class StrictModeError(CfiguardError):
     """--strict was given and some sites stay unguarded; nothing is written."""
 
     exit_code = 1
+
+
+class VerificationError(CfiguardError):
+    """The output failed the independent verifier (harden checks its own output); nothing is written."""
+
+    exit_code = 1

@@ -41,6 +41,10 @@ NORETURN = frozenset(
     __cxa_call_terminate __cxa_call_unexpected""".split()
 )
 
+# Far and privileged control transfers. No guard template covers them: their function stays in place and the
+# site is reported (harden's own verification then refuses the output).
+FAR_TRANSFERS = frozenset("iret iretd iretq retf retfq lret lretq sysret sysretq sysexit sysexitq".split())
+
 RIP_REF = re.compile(r"\[rip ([+-]) (0x[0-9a-f]+|\d+)\]")
 HEX = re.compile(r"0x[0-9a-f]+")
 
@@ -202,6 +206,11 @@ def _scan_function(image: Image, facts: ModuleFacts, fc: FunctionCode) -> None:
     for i, mnem in enumerate(d.mnems):
         op = d.ops[i]
         first = mnem[0]
+        if mnem in FAR_TRANSFERS:  # iretq, lretq, sysret: the target comes from memory or registers
+            a = d.addrs[i]
+            facts.sites.append(Site(a, d.sizes[i], "ret", fstart))
+            fc.problem = fc.problem or f"`{mnem}` at {a:#x} takes its target from memory (not guardable)"
+            continue
         if first in "jcrlnb" and (
             first == "j" or mnem.startswith(("call", "ret", "loop", "notrack", "bnd", "repz ret", "rep ret"))
         ):

@@ -158,13 +158,18 @@ _ALIASES.update({f"{x}l": f"r{x}x" for x in "abcd"} | {f"{x}h": f"r{x}x" for x i
 _ALIASES.update({"sil": "rsi", "dil": "rdi", "bpl": "rbp", "spl": "rsp"})
 
 
+def strip_prefixes(mnem: str) -> str:
+    """`lock cmpxchg` -> `cmpxchg`, `notrack jmp` -> `jmp`."""
+    return mnem.rsplit(" ", 1)[-1]
+
+
 def _copied_before(mnems: list[str], ops: list[str], k: int, reg: str, fam: set[str]) -> str | None:
     """True if, just before the compare at `k`, a register of `fam` was made a copy of `reg` and neither was
     written again before the compare (gcc: `mov ebp, edi; cmp edi, N; ja; ... jmp [rbp*8 + T]`)."""
     for j in range(k - 1, max(-1, k - 6), -1):
         mn = mnems[j]
-        if mn.startswith(("j", "call", "ret")):
-            return False
+        if mn.startswith(("j", "call", "ret")) or mn not in _EXPLICIT_ONLY:
+            return None
         dst, _, src = ops[j].partition(", ")
         if mn == "mov" and _family(dst) in fam and _family(src) == reg:
             return dst
@@ -198,6 +203,30 @@ def _is64(reg: str) -> bool:
     return reg.strip() in _REGS64
 
 
+def _width(reg: str) -> int:
+    """Width in bits of a general register name (0 for anything else, including ah/bh/ch/dh)."""
+    reg = reg.strip()
+    if _is64(reg):
+        return 64
+    if _is32(reg):
+        return 32
+    if reg in _BYTE_REGS and reg not in _HIGH8:
+        return 8
+    if reg in _ALIASES or (reg.startswith("r") and reg.endswith("w") and reg[1:-1].isdigit()):
+        return 16
+    return 0
+
+
+_HIGH8 = frozenset("ah bh ch dh".split())
+# In strict mode, the only instructions taken to leave the carrier alone when it is not their first operand:
+# their sole register effect is writing the first operand (or nothing). Anything else may write the index
+# implicitly (cmpxchg, xchg, string instructions, cpuid, ...), so the proof gives up on it.
+_EXPLICIT_ONLY = frozenset(
+    "mov movabs movsx movsxd movzx lea add sub and or xor adc sbb shl shr sar rol ror inc dec neg not imul "
+    "bsf bsr popcnt lzcnt tzcnt bswap cmp test nop endbr64 bt push".split()
+)
+
+
 def _bound_at(
     mnems: list[str], ops: list[str], i: int, index: str, strict: bool = False
 ) -> tuple[int, int] | None:
@@ -208,13 +237,17 @@ def _bound_at(
     Accepted only when the compared register carries the index, so an unrelated comparison can never
     shorten or lengthen the table. An exact extent lets the table be rewritten in place, so this must be
     conservative: None means "unknown".
+
+    strict (a proof against an attacker, not just the compiler's own invariant) tracks how many low bits of
+    the carrier the index depends on (`bits`): a copy through a 32-bit register keeps 32, a movzx 8 or 16. A
+    compare bounds the index only if it covers at least those bits; a narrower one says nothing about the rest.
+    Every instruction on the way must be one whose register effects are all explicit.
     """
     carrier = _family(index)
-    # strict (a proof against an attacker, not just the compiler's own invariant): a 32-bit compare bounds
-    # the 64-bit index only if a 32-bit write (which zero-extends) produced the index after the compare.
-    widened = False
+    bits = _width(index) or 64
+    signed_copy = False  # a movsxd on the way: the bound must also keep the sign bit clear
     for j in range(i - 1, max(-1, i - LOOKBACK), -1):
-        mn = mnems[j]
+        mn = strip_prefixes(mnems[j])
         if mn in ("ret", "jmp") or mn.startswith(("call", "loop", "jrcxz")):
             return None
         if mn in ("ja", "jae") and j > 0 and mnems[j - 1] == "cmp":
@@ -222,34 +255,54 @@ def _bound_at(
             if not (imm.startswith("0x") or imm.isdigit()):
                 return None
             n = int(imm, 0)
-            narrow = not _is64(reg)  # a 32/16/8-bit compare says nothing about the upper bits
+            width = _width(reg)
             if _family(reg) != carrier:
                 copy = _copied_before(mnems, ops, j - 1, _family(reg), {carrier})
-                if not copy or (strict and narrow and not widened and not (_is32(copy) and _is32(reg))):
+                if not copy:
                     return None
-            elif strict and narrow and not widened:
+                if strict and _width(copy) not in (32, 64):
+                    return None
+                bits = min(bits, _width(copy))
+            if strict and (width < bits or reg.strip() in _HIGH8 or width == 0):
                 return None
-            if strict and n >= 1 << 31:
+            if strict and (n >= 1 << 31 or (signed_copy and n > 1 << 31)):
                 return None
             return (n + 1 if mn == "ja" else n), j - 1
         if mn.startswith("j"):
             continue  # a conditional branch writes nothing
         dst, _, src = ops[j].partition(", ")
+        if strict and mn not in _EXPLICIT_ONLY:
+            if mn == "pop" and _family(dst) != carrier and carrier != "rsp":
+                continue
+            return None
         if mn in _IMPLICIT_RAX_RDX or (mn == "imul" and not src):
             if carrier in ("rax", "rdx"):
                 return None
             continue
         if mn in ("xchg", "xadd", "cmpxchg") and _family(src) == carrier:
             return None
+        if mn == "push" and carrier == "rsp":
+            return None
         if _family(dst) != carrier or mn in _NON_WRITING:
             continue
+        dw = _width(dst)
+        if strict and (dw not in (32, 64) or dst.strip() in _HIGH8):
+            return None  # a partial write (8 or 16 bits) leaves the upper bits as they were
         if mn == "and" and (src.startswith("0x") or src.isdigit()):
             return int(src, 0) + 1, j  # idx & mask: at most mask + 1 entries (Duff's device)
         if mn == "movzx" and (src.startswith("byte ptr") or src in _BYTE_REGS):
             return 256, j  # a zero-extended byte (an interpreter's opcode): at most 256 entries
         if mn in _COPIES and "[" not in src and src:
+            sw = _width(src)
+            if strict:
+                if src.strip() in _HIGH8 or sw == 0:
+                    return None
+                if mn == "mov" and sw != dw:
+                    return None
+                if mn == "movsxd":
+                    signed_copy = True
+                bits = min(bits, sw, dw)
             carrier = _family(src)
-            widened = widened or _is32(dst) or mn in ("movzx", "movsxd")
             continue
         return None  # the index is computed by something we do not follow
     return None
@@ -312,10 +365,16 @@ def label_offset_targets(image: Image, labels: set[int], starts: set[int]) -> se
     return found
 
 
-def writes(mnem: str, op: str, reg: str) -> bool:
-    """Conservatively: may this instruction write the general register family `reg`?"""
+def writes(mnem: str, op: str, reg: str, strict: bool = False) -> bool:
+    """Conservatively: may this instruction write the general register family `reg`? `strict`: any
+    instruction outside the short list whose register effects are all explicit may write anything."""
+    mnem = strip_prefixes(mnem)
     if mnem.startswith(("call", "ret", "jmp", "loop", "jrcxz")):
         return True
+    if strict and mnem not in _EXPLICIT_ONLY and not mnem.startswith("j"):
+        return mnem != "pop" or _family(op) == reg or reg == "rsp"
+    if mnem == "push":
+        return reg == "rsp"
     dst, _, src = op.partition(", ")
     if (
         mnem in _IMPLICIT_RAX_RDX
@@ -363,13 +422,20 @@ def dispatch_window(
             b = _bound_at(mnems, ops, j, m.group(1), strict=True)
             return b[1] if b and b[0] == len(jt.targets) else None
         if mn == "add" and add_at is None and _family(op.partition(", ")[0]) == target:
+            if not (_is64(op.partition(", ")[0]) and _is64(op.partition(", ")[2])):
+                return None  # a 32-bit add truncates the target
             add_at = j
             other = _family(op.partition(", ")[2])
             continue
         if mn == "movsxd" and add_at is not None:
             m = _REL_LOAD.match(op)
             dst = _family(op.partition(", ")[0])
-            if m and {dst, _family(m.group(1))} == {target, other} and jt.entry_size == 4:
+            if (
+                m
+                and _is64(op.partition(", ")[0])
+                and {dst, _family(m.group(1))} == {target, other}
+                and jt.entry_size == 4
+            ):
                 base, index = _family(m.group(1)), m.group(2)
                 b = _bound_at(mnems, ops, j, index, strict=True)
                 if not b or b[0] != len(jt.targets):
@@ -378,12 +444,12 @@ def dispatch_window(
                 if lea is None or dst == base or _rip_target(addrs, sizes, ops, lea) != jt.table:
                     return None
                 # The base holds T from its lea to the add; the loaded entry is untouched until the add.
-                if any(writes(mnems[k], ops[k], base) for k in range(lea + 1, add_at) if k != j):
+                if any(writes(mnems[k], ops[k], base, True) for k in range(lea + 1, add_at) if k != j):
                     return None
-                if any(writes(mnems[k], ops[k], dst) for k in range(j + 1, add_at)):
+                if any(writes(mnems[k], ops[k], dst, True) for k in range(j + 1, add_at)):
                     return None
                 return min(lea, b[1])
-        if writes(mn, op, target):
+        if writes(mn, op, target, True):
             return None
     return None
 
@@ -394,7 +460,7 @@ def _base_lea(mnems: list[str], ops: list[str], j: int, base: str) -> int | None
             return None
         if mnems[k] == "lea" and _family(ops[k].partition(", ")[0]) == base:
             return k if _RIP_LEA.match(ops[k]) else None
-        if writes(mnems[k], ops[k], base):
+        if writes(mnems[k], ops[k], base, True):
             return None
     return None
 

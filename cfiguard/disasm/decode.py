@@ -12,6 +12,9 @@ from functools import lru_cache
 
 import capstone
 
+from cfiguard.disasm.vex import MNEMONIC as VEX_MNEMONIC
+from cfiguard.disasm.vex import decode_vex
+
 
 @lru_cache(maxsize=1)
 def _lite() -> capstone.Cs:
@@ -42,19 +45,50 @@ class Decoded:
 
 
 def decode_range(code: bytes, start: int) -> Decoded:
-    """Linear sweep of `code` loaded at `start`."""
+    """Linear sweep of `code` loaded at `start`. Where capstone stops at a VEX/EVEX instruction it does not
+    know (AVX512-FP16, ...), the exact length decoder of `vex.py` steps over it (mnemonic `(vex)`, operands
+    `[rip + X]` when it is rip-relative) and capstone goes on after it."""
     addrs: list[int] = []
     sizes: list[int] = []
     mnems: list[str] = []
     ops: list[str] = []
-    for a, s, m, o in _lite().disasm_lite(code, start):
-        if o.isdigit() and m[0] in "jcl":
-            o = hex(int(o))  # capstone prints small branch targets in decimal ("call 0" to a weak symbol)
+    off = 0
+    while off < len(code):
+        for a, s, m, o in _lite().disasm_lite(code[off:], start + off):
+            if o.isdigit() and m[0] in "jcl":
+                o = hex(int(o))  # capstone prints small branch targets in decimal ("call 0" to a weak symbol)
+            addrs.append(a)
+            sizes.append(s)
+            mnems.append(m)
+            ops.append(o)
+        off = addrs[-1] + sizes[-1] - start if addrs else 0
+        if off >= len(code):
+            break
+        v = decode_vex(code, off)
+        if v is None:
+            break
+        a = start + off
         addrs.append(a)
-        sizes.append(s)
-        mnems.append(m)
-        ops.append(o)
+        sizes.append(v.size)
+        mnems.append(VEX_MNEMONIC)
+        if v.rip_disp_offset is None:
+            ops.append("")
+        else:
+            disp = int.from_bytes(
+                code[off + v.rip_disp_offset : off + v.rip_disp_offset + 4], "little", signed=True
+            )
+            ops.append(f"[rip {'-' if disp < 0 else '+'} {abs(disp):#x}]")
+        off += v.size
     return Decoded(start, start + len(code), addrs, sizes, mnems, ops)
+
+
+def vex_rip_operand(raw: bytes) -> MemOperand | None:
+    """The rip-relative operand of a VEX/EVEX instruction that only vex.py decodes."""
+    v = decode_vex(raw, 0)
+    if v is None or v.rip_disp_offset is None:
+        return None
+    o = v.rip_disp_offset
+    return MemOperand("rip", None, 1, int.from_bytes(raw[o : o + 4], "little", signed=True), o, 4)
 
 
 @dataclass(frozen=True)

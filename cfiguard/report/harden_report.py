@@ -16,6 +16,14 @@ def harden_report(result) -> dict:
         "counts": result.counts,
         "functions": {"found": result.functions, "relocated": result.relocated},
         "seconds": round(result.seconds, 3),
+        "verification": {
+            "verified": result.verified,  # null: not checked (--no-verify)
+            "seconds": round(result.verify_seconds, 3),
+            "switches_guarded_for_the_verifier": result.demoted,
+            "findings": [
+                {"check": f.check, "address": f.address, "reason": f.reason} for f in result.findings
+            ],
+        },
         "sites": [
             {"address": s.addr, "kind": s.kind, "outcome": s.outcome, "method": s.method, "reason": s.reason}
             for s in result.sites
@@ -38,4 +46,5 @@ def summary_line(result) -> str:
         f"cfiguard: {result.input}: {c['found']} sites, {c['guarded']} guarded, {c['safe']} proven safe, "
         f"{c['unguarded']} unguarded; {result.relocated}/{result.functions} functions relocated "
         f"in {result.seconds:.2f}s"
+        + ("" if result.verified is None else f"; verified in {result.verify_seconds:.2f}s")
     )

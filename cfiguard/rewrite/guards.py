@@ -62,6 +62,18 @@ _TEMPLATES = {
     "preserve_nf": _CHECK + "pop r10\npop r11\nlea rsp, [rsp + 0x80]\n",
 }
 
+# `jmp r11` / `jmp r10` (variadic tail calls through a pointer): the jump must use the checked value, never
+# the copy saved on the stack (another thread could rewrite that slot after the check). r11 = T again after the
+# add; for r10 it is copied there, and only the other register and the flags are restored from the stack.
+_R11_TAIL = "add r11, r10\n{popf}pop r10\nlea rsp, [rsp + 0x88]\njmp r11\n"
+_R10_TAIL = "add r11, r10\nmov r10, r11\n{popf}lea rsp, [rsp + 8]\npop r11\nlea rsp, [rsp + 0x80]\njmp r10\n"
+_TEMPLATES |= {
+    "preserve_r11": _CHECK + _R11_TAIL.format(popf="popfq\n"),
+    "preserve_nf_r11": _CHECK + _R11_TAIL.format(popf=""),
+    "preserve_r10": _CHECK + _R10_TAIL.format(popf="popfq\n"),
+    "preserve_nf_r10": _CHECK + _R10_TAIL.format(popf=""),
+}
+
 PRESERVE_STACK = 128 + 24  # red zone + r11, r10, rflags
 PRESERVE_STACK_NF = 128 + 16  # red zone + r11, r10
 

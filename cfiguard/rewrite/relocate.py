@@ -16,7 +16,7 @@ from bisect import bisect_left
 from dataclasses import dataclass, field
 
 from cfiguard.analysis.facts import FunctionCode, ModuleFacts, strip_prefix
-from cfiguard.disasm.decode import MemOperand, mem_operand
+from cfiguard.disasm.decode import VEX_MNEMONIC, MemOperand, mem_operand, vex_rip_operand
 from cfiguard.errors import RewriteError
 from cfiguard.rewrite import encode
 from cfiguard.rewrite.guards import (
@@ -62,6 +62,7 @@ class FunctionPlan:
     size: int
     new_start: int = 0
     sites: list[tuple[int, str, str]] = field(default_factory=list)  # (old addr, kind, method)
+    switch_at: dict[int, int] = field(default_factory=dict)  # new address -> old address of safe switches
 
     @property
     def start(self) -> int:
@@ -104,6 +105,10 @@ def plan_function(fc: FunctionCode, facts: ModuleFacts) -> FunctionPlan:
                 kind = "preserve_nf" if a in facts.flags_dead_jmps else "preserve"
                 mov = encode.mov_r11_from(raw, mem, 0, a, _STACK[kind])
                 size = len(template(kind + "_head").code) + len(mov) + len(template(kind).code) + sz
+                reg = op.strip() if mem is None else ""
+                if reg in ("r10", "r11"):  # the template jumps through the checked value itself
+                    size = len(template(kind + "_head").code) + len(mov) + len(template(f"{kind}_{reg}").code)
+                    kind = f"{kind}_{reg}"
                 specials.append(Special(i, a, kind, size, mem))
         elif m.startswith(("loop", "jrcxz", "jecxz")):
             specials.append(Special(i, a, "loop", encode.loop_expansion_size(raw), target=int(op, 16)))
@@ -136,6 +141,8 @@ def rip_operand(raw: bytes, addr: int, mnem: str, op: str) -> MemOperand | None:
     detail decode as the fallback. Decoding every rip-relative instruction in detail was the rewriter's
     largest single cost on big binaries.
     """
+    if mnem == VEX_MNEMONIC:  # capstone cannot decode it; the exact length decoder knows the displacement
+        return vex_rip_operand(raw)
     m = _RIP_DISP.search(op)
     if m is None:
         return mem_operand(raw, addr)
@@ -208,6 +215,7 @@ def emit_function(
         elif k == "switch":
             out += raw
             plan.sites.append((s.old, "jmp", "switch"))
+            plan.switch_at[at] = s.old
         elif k in ("ret", "ret_scratch"):
             t = template(k)
             out += instantiate(
@@ -227,9 +235,10 @@ def emit_function(
             if k == "icall" and s.old not in facts.noreturn_calls:
                 return_labels.append(plan.new_start + len(out))
             plan.sites.append((s.old, kind, "inline"))
-        elif k in ("preserve", "preserve_nf"):
-            head = template(k + "_head").code
-            mov = encode.mov_r11_from(raw, s.mem, at + len(head), s.old, _STACK[k])
+        elif k.startswith("preserve"):
+            base_kind = k.removesuffix("_r10").removesuffix("_r11")
+            head = template(base_kind + "_head").code
+            mov = encode.mov_r11_from(raw, s.mem, at + len(head), s.old, _STACK[base_kind])
             t = template(k)
             guard_at = at + len(head) + len(mov)
             out += head + mov
@@ -237,7 +246,9 @@ def emit_function(
                 t, guard_at, layout.lo, layout.size, layout.table_distance, JMP_MASK, viol_stub(s.old, "jmp")
             )
             jmp_at = plan.new_start + len(out)
-            if s.mem is not None and s.mem.base == "rip":
+            if k != base_kind:
+                pass  # the template ends in the jmp through the checked register
+            elif s.mem is not None and s.mem.base == "rip":
                 out += encode.redisplace_rip(raw, s.mem, s.old, jmp_at)
             else:
                 out += raw

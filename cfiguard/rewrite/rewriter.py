@@ -69,6 +69,7 @@ class Rewritten:
     not_relocated: list[tuple[int, str | None, str]]
     relocated: int
     manifest: dict = field(default_factory=dict)
+    switch_sites: dict[int, int] = field(default_factory=dict)  # new address -> original site (safe switches)
 
 
 def rewrite(facts: ModuleFacts, policy: Policy, code_vaddr: int, rodata_reserve: int = 0) -> Rewritten:
@@ -85,7 +86,7 @@ def rewrite(facts: ModuleFacts, policy: Policy, code_vaddr: int, rodata_reserve:
         sum(
             1
             for s in p.specials
-            if s.kind in ("ret", "ret_scratch", "icall", "tailjmp", "preserve", "preserve_nf")
+            if s.kind in ("ret", "ret_scratch", "icall", "tailjmp") or s.kind.startswith("preserve")
         )
         for p in plans.values()
     )
@@ -166,6 +167,7 @@ def rewrite(facts: ModuleFacts, policy: Policy, code_vaddr: int, rodata_reserve:
         sites=sites,
         not_relocated=not_relocated,
         relocated=len(plans),
+        switch_sites={new: old for p in plans.values() for new, old in p.switch_at.items()},
         manifest={
             "format": 1,
             "lo": lo,

@@ -5,6 +5,11 @@ Each such entry of a relocated function gets a `jmp rel32` to its new address; e
 becomes int3 (which also removes its gadgets). Where two entries are closer than 5 bytes (tiny `.cold`
 fragments, adjacent labels), the first gets a 2-byte `jmp rel8` to a free 5-byte slot within reach, which holds
 the `jmp rel32`. The slot may lie in the freed body of any relocated function, not only its own.
+
+Entries only 1 byte apart (a 1-byte `ret` function packed against its neighbour) use instruction punning, as
+e9patch does: the first entry gets only the opcode byte `eb` of a `jmp rel8`; its displacement byte is the
+first byte of the next entry's own forwarding jump (`e9` or `eb`), so the jump goes to a fixed address 21 or
+19 bytes back, which must be a free 5-byte slot.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ class Region:
     long: list[int] = field(default_factory=list)  # entry with its jmp rel32 in place
     short: list[int] = field(default_factory=list)  # entry with a jmp rel8 to a slot
     slots: list[tuple[int, int]] = field(default_factory=list)  # (slot address, entry it forwards)
+    # entries with only the `eb` byte of a jmp rel8: its rel8 is the next entry's opcode
+    punned: list[int] = field(default_factory=list)
 
 
 def place_in_region(region: Region, entries: list[int]) -> str | None:
@@ -37,6 +44,9 @@ def place_in_region(region: Region, entries: list[int]) -> str | None:
         elif nxt - e >= 2:
             region.short.append(e)
             region.taken.append((e, e + 2))
+        elif nxt - e == 1:
+            region.punned.append(e)  # resolved by assign_slots once every entry's form is known
+            region.taken.append((e, e + 1))
         else:
             return f"entries {e:#x} and {nxt:#x} too close for a forwarding jump"
     region.taken.sort()
@@ -47,6 +57,20 @@ def assign_slots(regions: list[Region]) -> dict[int, str]:
     """Find a slot for every short jump, in any region within rel8 reach. Returns {region start: reason}."""
     starts = [r.start for r in regions]
     failed: dict[int, str] = {}
+    # Punned entries first: their slot address is fixed by the next entry's opcode.
+    opcode = {e: 0xE9 for r in regions for e in r.long} | {e: 0xEB for r in regions for e in r.short}
+    for r in regions:
+        for e in r.punned:
+            nxt = opcode.get(e + 1)
+            slot = None if nxt is None else e + 2 + nxt - 256
+            k = bisect_right(starts, slot) - 1 if slot is not None else -1
+            cand = regions[k] if k >= 0 else None
+            if cand is None or slot + 5 > cand.limit or _free_slot(cand, slot, slot + 5) != slot:
+                failed.setdefault(r.start, f"entries {e:#x} and {e + 1:#x} too close for a forwarding jump")
+                continue
+            cand.taken.append((slot, slot + 5))
+            cand.taken.sort()
+            cand.slots.append((slot, e))
     for r in regions:
         for e in r.short:
             lo, hi = e + 2 - 128, e + 2 + 127
@@ -100,4 +124,6 @@ def render_short_jumps(regions: list[Region]) -> list[tuple[int, bytes]]:
     for r in regions:
         for e in r.short:
             out.append((e, bytes((0xEB, (slot_of[e] - (e + 2)) & 0xFF))))
+        for e in r.punned:
+            out.append((e, b"\xeb"))  # its rel8 is the opcode of the jump at e + 1
     return out

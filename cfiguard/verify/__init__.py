@@ -5,6 +5,6 @@ decodes the code itself with capstone, and accepts a binary only if every reacha
 indirect jmp is protected by an exact guard unit whose constants match the layout. See docs/verifier.md.
 """
 
-from cfiguard.verify.checker import CHECKS, Finding, Result, verify_file
+from cfiguard.verify.checker import CHECKS, Finding, Result, verify_bytes, verify_file
 
-__all__ = ["CHECKS", "Finding", "Result", "verify_file"]
+__all__ = ["CHECKS", "Finding", "Result", "verify_bytes", "verify_file"]

@@ -30,6 +30,7 @@ from cfiguard.verify import elf as elfmod
 from cfiguard.verify.dispatch import prove
 from cfiguard.verify.elf import PAGE, PF_W, PF_X, Elf, Malformed
 from cfiguard.verify.guards import MASK, Unit, match_unit, near_miss, stub_problem
+from cfiguard.verify.vexlen import vex_length
 
 MANIFEST_SECTION, MANIFEST_MAGIC = ".cfiguard", b"CFIGUARD"
 CHUNK = 1024  # bytes handed to capstone per call
@@ -79,8 +80,22 @@ CHECKS = {
     "undecodable": "Reachable bytes cannot be decoded, or decoding runs off the end of executable code.",
     "bad-target": "An entry or direct branch target lies outside executable code.",
     "unsupported": "A reachable far or privileged control transfer.",
+    "loader": "ld.so would call code in this module that the verifier cannot determine.",
     "internal": "The verifier failed unexpectedly (treated as a verification failure).",
 }
+
+# System calls the violation handler may make: write, rt_sigaction, rt_sigprocmask, alarm, getpid, gettid,
+# tgkill, exit_group. None of them can resume the program elsewhere (rt_sigreturn = 15 and execve could).
+HANDLER_SYSCALLS = frozenset((1, 13, 14, 37, 39, 186, 234, 231))
+
+# Imported functions whose contract is not to return (the verifier's own list, not the rewriter's). A call to
+# one needs no decoding after it unless its return site carries a RET label.
+NORETURN = frozenset(
+    """abort exit _exit _Exit quick_exit __assert_fail __assert_perror_fail __stack_chk_fail __fortify_fail
+    __chk_fail longjmp _longjmp siglongjmp __longjmp_chk pthread_exit __cxa_throw __cxa_rethrow
+    __cxa_bad_cast __cxa_bad_typeid __cxa_throw_bad_array_new_length __cxa_pure_virtual __cxa_deleted_virtual
+    _Unwind_Resume err errx verr verrx __libc_start_main _ZSt9terminatev __cxa_call_terminate""".split()
+)
 
 
 def classify(mnemonic: str) -> int | None:
@@ -137,6 +152,7 @@ class Verifier:
         self.pending: list[tuple[_Code, int, str]] = []  # unguarded jmps: (code, offset, text)
         self.work: list[tuple[int, int | str]] = []
         self.insns = 0
+        self.vex = 0  # instructions only the VEX/EVEX length decoder knew
         self.labels = 0
         self.table: bytes | None = None
         self.lo = self.size = self.distance = self.handler = 0
@@ -170,7 +186,11 @@ class Verifier:
         self._check_handler()
         if self.table is not None:
             self._push_labels()
-        self.work += [(addr, what) for what, addr in elf.init_functions()]
+        entries, problems = elf.init_functions()
+        self.work += [(addr, what) for what, addr in entries]
+        for slot, reason in problems:
+            self.add("loader", slot, reason + ": what ld.so would call there is unknown")
+        self._relocated_slots()
         self.work += [(addr, "exported function") for addr in elf.exported_functions()]
         self.work += [(elf.entry, "ELF entry point")] if elf.entry else []
         self._traverse()
@@ -205,6 +225,50 @@ class Verifier:
         stack = [s for s in elf.segments if s.type == elfmod.PT_GNU_STACK]
         if not stack or stack[0].flags & PF_X:
             self.add("exec-stack", None, "PT_GNU_STACK is missing or executable")
+
+    def _relocated_slots(self) -> None:
+        """ld.so writes every relocation slot: none may lie in the pages of code or of the label table."""
+        guarded = [(x.pages(), "code") for x in self.elf.loads if x.flags & PF_X]
+        if self.table is not None:
+            t = self.lo + self.distance
+            guarded.append(((t & -PAGE, t + self.size), "label table"))
+        slots = list(self.elf.relocations()) + self.elf.relr_slots()
+        for slot in slots:
+            for (p0, p1), what in guarded:
+                if p0 <= slot + 7 and slot < p1:
+                    check = "code-writable" if what == "code" else "table-writable"
+                    self.add(check, slot, f"a relocation writes {slot:#x}, in the pages of the {what}")
+
+    def _noreturn(self, target: int) -> bool:
+        """The verifier's own judgement that a direct call to `target` never returns: it reaches, through at
+        most 4 direct jumps (forwarding jumps of relocated PLT stubs), a jump or a guard load through the GOT
+        slot of an imported function whose contract is not to return."""
+        for _ in range(5):
+            code = self._code_at(target)
+            if code is None:
+                return False
+            k = target - code.vaddr
+            raw = code.data[k : k + 16]
+            if raw[:4] == b"\xf3\x0f\x1e\xfa":  # endbr64
+                raw, target = raw[4:], target + 4
+            if raw[:1] == b"\xf2":  # bnd
+                raw, target = raw[1:], target + 1
+            if raw[:1] == b"\xe9" and len(raw) >= 5:
+                target = target + 5 + int.from_bytes(raw[1:5], "little", signed=True)
+                continue
+            if raw[:1] == b"\xeb" and len(raw) >= 2:
+                target = target + 2 + int.from_bytes(raw[1:2], "little", signed=True)
+                continue
+            if raw[:2] == b"\xff\x25" or raw[:3] == b"\x4c\x8b\x1d":  # jmp [rip+d] / mov r11, [rip+d]
+                n = 2 if raw[0] == 0xFF else 3
+                slot = target + n + 4 + int.from_bytes(raw[n : n + 4], "little", signed=True)
+                r = self.elf.relocations().get(slot)
+                if r is None or r[0] not in (elfmod.R_X86_64_JUMP_SLOT, elfmod.R_X86_64_GLOB_DAT) or not r[1]:
+                    return False
+                syms = self.elf.dynsyms()
+                return r[1] < len(syms) and syms[r[1]][3] == 0 and self.elf.symbol_name(r[1]) in NORETURN
+            return False
+        return False
 
     def _manifest(self) -> dict | None:
         sec = self.elf.section(MANIFEST_SECTION)
@@ -291,6 +355,11 @@ class Verifier:
             self.work.append((lo + m.start(), "label"))
             self.labels += 1
         self.work.reverse()  # lowest address first
+
+    def _ret_label(self, addr: int) -> bool:
+        return (
+            self.table is not None and 0 <= addr - self.lo < self.size and self.table[addr - self.lo] & 1 != 0
+        )
 
     def _is_label(self, addr: int) -> bool:
         return self.table is not None and 0 <= addr - self.lo < self.size and self.table[addr - self.lo] != 0
@@ -393,6 +462,10 @@ class Verifier:
                     if o[:2] == "0x":
                         work.append((int(o, 16), a))
                         if cls == CALL:
+                            # the return site is reached by a return: guarded ones need a RET label, and
+                            # a callee judged noreturn returns nowhere
+                            if not self._ret_label(a + s) and self._noreturn(int(o, 16)):
+                                return
                             continue
                         return
                     if cls == JUMP:  # perhaps a switch: proven once everything before it is decoded
@@ -419,6 +492,15 @@ class Verifier:
                 off = restart
             elif a < 0:  # capstone decoded nothing at `off`
                 if off < n_data:
+                    n = vex_length(data, off)  # a VEX/EVEX instruction capstone does not know: never a branch
+                    if n is not None and not st[off] and st[off + 1 : off + n] == ZEROS[n - 1]:
+                        st[off] = START
+                        st[off + 1 : off + n] = INSIDES[n - 1]
+                        self.vex += 1
+                        off, count = off + n, FIRST_COUNT
+                        if off < n_data and st[off] == START:
+                            return
+                        continue
                     raw = data[off : off + 15].hex()
                     self.add("undecodable", base + off, f"cannot decode the bytes at {base + off:#x}: {raw}")
                     return
@@ -453,6 +535,8 @@ class Verifier:
         owner = self._start_before(code, off - 1)
         if code.state[off] == GUARDED:
             self.add("inside-guard", addr, f"{_describe(src)} lands inside the guard unit at {owner:#x}")
+        elif _pun(code.data, owner - code.vaddr, off):
+            return False
         elif src == "label":
             self.add("label", addr, f"label at {addr:#x} lies inside the instruction at {owner:#x}")
         elif self._prefix_skip(code, owner - code.vaddr, off):
@@ -466,12 +550,14 @@ class Verifier:
         st, a = code.state, code.vaddr + k
         if st[k]:
             owner = self._start_before(code, k - 1)
-            if self._prefix_skip(code, owner - code.vaddr, k):
+            if self._prefix_skip(code, owner - code.vaddr, k) or _pun(code.data, owner - code.vaddr, k):
                 return False
             self.add("overlap", a, f"instruction at {a:#x} starts inside the instruction at {owner:#x}")
             return True
         p = next(p for p in range(k + 1, k + s) if st[p])
         other = code.vaddr + p
+        if st[p] == START and _pun(code.data, k, p):
+            return False
         if st[p] == START and self._is_label(other):
             self.add("label", other, f"label at {other:#x} lies inside the instruction at {a:#x}")
         elif st[p] == START and other in self.units:
@@ -530,6 +616,8 @@ class Verifier:
     def _dispatch(self, code: _Code, k: int) -> bool:
         """An unguarded jmp that is a switch dispatch: prove the bound, check the table, queue its targets."""
         window = self._window(code, k)
+        if any(_ambiguous_prefixes(code.data, x[0] - code.vaddr) for x in window):
+            return False  # the printed operands may not be what the CPU computes: no proof from text
         d = prove(window)
         if d is None:
             return False
@@ -590,8 +678,13 @@ class Verifier:
                 )
 
     def _check_handler(self) -> None:
-        """The handler runs on a violation: it must end the process without a ret or an indirect branch."""
+        """The handler runs on a violation: it must end the process without a ret or an indirect branch, and
+        its only system calls are ones that cannot transfer control (each number a constant set right before
+        it, from HANDLER_SYSCALLS): `rt_sigreturn` or `execve` there would be a way out."""
         todo, seen = [self.handler], set()
+        prev: tuple[str, str] = ("", "")
+        syscalls: list[int] = []
+        targets: set[int] = set()
         while todo and len(seen) < 10000:
             a = todo.pop()
             code = self._code_at(a)
@@ -609,7 +702,15 @@ class Verifier:
                     self.add("handler", addr, f"violation handler contains `{_text(m, o)}`")
                     ended = True
                     break
+                if m in ("int", "int1", "into", "sysenter", "syscall"):
+                    n = int(prev[1][5:], 0) if prev[0] == "mov" and prev[1][:5] == "eax, " else None
+                    if m != "syscall" or n not in HANDLER_SYSCALLS:
+                        what = "an unknown number" if n is None else f"number {n}"
+                        self.add("handler", addr, f"violation handler makes `{_text(m, o)}` with {what}")
+                    syscalls.append(addr)
+                prev = (m, o)
                 if cls in (CALL, JUMP, COND):
+                    targets.add(int(o, 16))
                     todo.append(int(o, 16))
                 if cls in (JUMP, STOP):
                     ended = True
@@ -620,6 +721,36 @@ class Verifier:
             self.add(
                 "handler", self.handler, "violation handler is too large to check (over 10000 instructions)"
             )
+        for a in sorted(targets.intersection(syscalls)):
+            self.add(
+                "handler",
+                a,
+                f"a branch in the violation handler skips the number set for the syscall at {a:#x}",
+            )
+
+
+SEGMENT_PREFIXES = frozenset(b"\x26\x2e\x36\x3e\x64\x65")
+
+
+def _ambiguous_prefixes(data: bytes, off: int) -> bool:
+    """More than one segment override, or an address-size override, before the opcode. Capstone prints one
+    segment of several (not always the one the CPU applies), so the proof, which reads printed operands,
+    must not rely on such an instruction."""
+    segs = 0
+    for b in data[off : off + 15]:
+        if b not in LEGACY_PREFIXES:
+            return segs > 1
+        if b == 0x67:
+            return True
+        segs += b in SEGMENT_PREFIXES
+    return True
+
+
+def _pun(data: bytes, outer: int, inner: int) -> bool:
+    """A `jmp rel8` whose displacement byte is the first byte of the next instruction (the rewriter's
+    forwarding jump for entries 1 byte apart). The jmp has no fall-through and the instruction at `inner` is
+    decoded and checked on its own run, so the overlap hides nothing."""
+    return inner == outer + 1 and data[outer] == 0xEB
 
 
 def _overlap(a: tuple[int, int], b: tuple[int, int]) -> bool:
@@ -636,10 +767,22 @@ def _describe(src: int | str | None) -> str:
 
 def verify_file(path: str) -> Result:
     """Verify one file. Never raises for a bad input: unusable inputs set `error`, the rest become findings."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        result = Result(path)
+        result.error = f"cannot read: {e.strerror or e}"
+        return result
+    return verify_bytes(data, path)
+
+
+def verify_bytes(data: bytes, path: str = "<memory>") -> Result:
+    """Verify an image held in memory (`path` only names it in the result). Same contract as verify_file."""
     t0 = time.monotonic()
     result = Result(path)
     try:
-        elf = elfmod.load(path)
+        elf = elfmod.Elf(data)
     except elfmod.UnusableInput as e:
         result.error = str(e)
         return result
@@ -658,6 +801,7 @@ def verify_file(path: str) -> Result:
         "instructions": v.insns,
         "guards": dict(sorted(v.guards.items())),
         "switches": v.switches,
+        "vex_decoded": v.vex,
         "labels": v.labels,
         "seconds": round(time.monotonic() - t0, 3),
     }

@@ -41,6 +41,12 @@ SIMPLE = frozenset(
     "bsf bsr popcnt lzcnt tzcnt bswap".split()
 )
 NO_WRITE = frozenset("cmp test nop endbr64 bt".split())
+# Instructions that write only the stack pointer (and memory) besides their register operand, if any:
+# `push x` writes rsp; `pop r` writes r and rsp.
+STACK_ONLY = frozenset(("push", "pushfq", "popfq"))
+HIGH8 = frozenset("ah ch dh bh".split())  # bits 8..15 of their family: never a bound on the low bits
+# cmovcc writes its destination whatever the condition (and a 32-bit one zero-extends it); setcc writes a byte.
+WRITES_DST = re.compile(r"^(?:cmov|set)[a-z]+$")
 MAX_ENTRIES = 4096
 
 
@@ -63,7 +69,7 @@ def prove(window: list[tuple[int, int, str, str]]) -> Dispatch | None:
         m = m.rsplit(" ", 1)[-1]
         dst, _, src = o.partition(", ")
         d = REGS.get(dst)
-        if m == "cmp" and d and IMM.match(src) and k + 1 < len(window) - 1:
+        if m == "cmp" and d and dst not in HIGH8 and IMM.match(src) and k + 1 < len(window) - 1:
             nxt = window[k + 1][2].rsplit(" ", 1)[-1]
             n = int(src, 0) + (nxt == "ja")
             if nxt in ("ja", "jae") and n <= 1 << d[1]:
@@ -73,7 +79,8 @@ def prove(window: list[tuple[int, int, str, str]]) -> Dispatch | None:
                 else:
                     st[d[0]] = ("bound", a, n, d[1], a)
                 for g, v in list(st.items()):  # registers copied from it before the cmp share the bound
-                    if v[0] == "copy" and v[2] == d[0] and (d[1] == 32 or n <= 1 << 32):
+                    # a copy holds the low 32 bits: a 32- or 64-bit compare bounds them, a narrower one does not
+                    if v[0] == "copy" and v[2] == d[0] and d[1] >= 32 and (d[1] == 32 or n <= 1 << 32):
                         st[g] = ("bound", min(a, v[1]), n, 64, min(a, v[1]))
                     elif v[0] == "copy64" and v[2] == d[0]:
                         b = st[d[0]]
@@ -81,20 +88,25 @@ def prove(window: list[tuple[int, int, str, str]]) -> Dispatch | None:
             continue
         if m in NO_WRITE or (m.startswith("j") and m != "jmp"):
             continue
+        if m in STACK_ONLY or m == "pop":
+            _write(st, "rsp")
+            if m == "pop" and d is not None:
+                _write(st, d[0])
+            elif m == "pop" and "[" not in dst:
+                st.clear()  # pop fs / gs: not modelled
+            continue
+        if WRITES_DST.match(m) and d is not None:
+            _write(st, d[0])
+            if d[1] == 32 and m.startswith("cmov"):
+                st[d[0]] = ("zx", a)
+            continue
         if m not in SIMPLE or (m == "imul" and not src):
             st.clear()  # unknown effects: forget everything
             continue
         if d is None:
             continue  # memory destination: no register written
-        new = _effect(m, a, s, d, src, st)
-        st.pop(d[0], None)
-        for g, v in list(
-            st.items()
-        ):  # its source changed: no longer a copy (a 32-bit one stays zero-extended)
-            if v[0] == "copy" and v[2] == d[0]:
-                st[g] = ("zx", v[1])
-            elif v[0] == "copy64" and v[2] == d[0]:
-                del st[g]
+        new = None if dst in HIGH8 else _effect(m, a, s, d, src, st)
+        _write(st, d[0])
         if new is None and d[1] == 32:
             new = ("zx", a)  # any 32-bit write clears the upper half
         if new is not None:
@@ -107,6 +119,16 @@ def prove(window: list[tuple[int, int, str, str]]) -> Dispatch | None:
     if v[:1] in (("abs",), ("target",)):
         return _make(v[2], v[3], 8 if v[0] == "abs" else 4, v[1])
     return None
+
+
+def _write(st: dict[str, tuple], fam: str) -> None:
+    """Register family `fam` gets an unknown value: forget it, and what was a copy of it."""
+    st.pop(fam, None)
+    for g, v in list(st.items()):  # its source changed: no longer a copy (a 32-bit one stays zero-extended)
+        if v[0] == "copy" and v[2] == fam:
+            st[g] = ("zx", v[1])
+        elif v[0] == "copy64" and v[2] == fam:
+            del st[g]
 
 
 def _make(table: int, n: int, size: int, origin: int) -> Dispatch | None:
@@ -135,7 +157,7 @@ def _effect(m: str, a: int, s: int, d: tuple[str, int], src: str, st: dict[str, 
     """The abstract value written to register `d` by `m d, src`, when it is one the proof can use."""
     fam, width = d
     sreg = REGS.get(src)
-    sv = st.get(sreg[0]) if sreg else None
+    sv = st.get(sreg[0]) if sreg and src not in HIGH8 else None
     if m == "mov" and sreg and sreg[1] == width == 64:
         return sv or (("copy64", a, sreg[0]) if sreg[0] != fam else None)
     if m == "mov" and sreg and sreg[1] == width == 32:  # zero-extends: a bounded low half bounds it all

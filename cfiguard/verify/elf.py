@@ -24,7 +24,10 @@ DT_INIT, DT_FINI, DT_TEXTREL, DT_FLAGS = 12, 13, 22, 30
 DT_INIT_ARRAY, DT_FINI_ARRAY, DT_INIT_ARRAYSZ, DT_FINI_ARRAYSZ = 25, 26, 27, 28
 DT_PREINIT_ARRAY, DT_PREINIT_ARRAYSZ, DT_GNU_HASH = 32, 33, 0x6FFFFEF5
 DF_TEXTREL = 4
-R_X86_64_64, R_X86_64_GLOB_DAT, R_X86_64_RELATIVE = 1, 6, 8
+R_X86_64_64, R_X86_64_GLOB_DAT, R_X86_64_JUMP_SLOT, R_X86_64_RELATIVE = 1, 6, 7, 8
+R_X86_64_IRELATIVE = 37
+DT_STRTAB, DT_STRSZ, DT_PLTRELSZ, DT_PLTREL, DT_JMPREL = 5, 10, 2, 20, 23
+DT_RELRSZ, DT_RELR = 35, 36
 STT_FUNC, STT_GNU_IFUNC = 2, 10
 EXPORTED_BINDS = (1, 2, 10)  # GLOBAL, WEAK, GNU_UNIQUE
 
@@ -104,6 +107,7 @@ class Elf:
                 raise Malformed(f"segment at {s.vaddr:#x} extends past the end of the file")
         self.sections = self._sections(shoff, shentsize, shnum, shstrndx)
         self.dynamic = self._dynamic()
+        self._relocs: dict[int, tuple[int, int, int]] | None = None
 
     # ------------------------------------------------------------------------------------------ raw access
 
@@ -177,16 +181,51 @@ class Elf:
         return v[0] if v else None
 
     def relocations(self) -> dict[int, tuple[int, int, int]]:
-        """{slot address: (type, symbol index, addend)} of the DT_RELA table."""
-        rela, size = self.dyn(DT_RELA), self.dyn(DT_RELASZ)
-        if rela is None or not size:
-            return {}
+        """{slot address: (type, symbol index, addend)} of every RELA table ld.so applies: DT_RELA and
+        DT_JMPREL (.rela.plt). A slot named twice keeps the later entry, as ld.so applies them in order."""
+        if self._relocs is not None:
+            return self._relocs
+        out: dict[int, tuple[int, int, int]] = {}
         if (self.dyn(DT_RELAENT) or 24) != 24:
             raise Malformed("unexpected DT_RELAENT")
-        out = {}
-        for off, info, addend in struct.iter_unpack("<QQq", self.read(rela, size - size % 24)):
-            out[off] = (info & 0xFFFFFFFF, info >> 32, addend)
+        tables = [(self.dyn(DT_RELA), self.dyn(DT_RELASZ))]
+        if self.dyn(DT_JMPREL) is not None:
+            if self.dyn(DT_PLTREL) not in (None, DT_RELA):
+                raise Malformed("DT_PLTREL is not DT_RELA")
+            tables.append((self.dyn(DT_JMPREL), self.dyn(DT_PLTRELSZ)))
+        for addr, size in tables:
+            if addr is None or not size:
+                continue
+            for off, info, addend in struct.iter_unpack("<QQq", self.read(addr, size - size % 24)):
+                out[off] = (info & 0xFFFFFFFF, info >> 32, addend)
+        self._relocs = out
         return out
+
+    def relr_slots(self) -> list[int]:
+        """Slots relocated by DT_RELR (each gets the load bias added to the value in the file)."""
+        addr, size = self.dyn(DT_RELR), self.dyn(DT_RELRSZ)
+        if addr is None or not size:
+            return []
+        out, where = [], 0
+        for (w,) in struct.iter_unpack("<Q", self.read(addr, size - size % 8)):
+            if not w & 1:
+                out.append(w)
+                where = w + 8
+            else:
+                out += [where + 8 * k for k in range(63) if w >> (k + 1) & 1]
+                where += 63 * 8
+        return out
+
+    def symbol_name(self, index: int) -> str | None:
+        """Name of .dynsym entry `index`, through DT_SYMTAB and DT_STRTAB."""
+        tab, strtab, strsz = self.dyn(DT_SYMTAB), self.dyn(DT_STRTAB), self.dyn(DT_STRSZ) or 0
+        if tab is None or strtab is None or not 0 < index < max(self._symbol_count(), 1):
+            return None
+        (name,) = struct.unpack("<I", self.read(tab + 24 * index, 4))
+        if name >= strsz:
+            return None
+        raw = self.read(strtab + name, min(256, strsz - name))
+        return raw.split(b"\0", 1)[0].decode("latin-1")
 
     def _symbol_count(self) -> int:
         """Number of .dynsym entries, as the dynamic linker can see them (hash tables; sections may lie)."""
@@ -226,9 +265,12 @@ class Elf:
                     out.append(value)
         return out
 
-    def init_functions(self) -> list[tuple[str, int]]:
-        """(what, address) of DT_INIT, DT_FINI and every init/fini/preinit array entry."""
+    def init_functions(self) -> tuple[list[tuple[str, int]], list[tuple[int, str]]]:
+        """(entries, problems). Entries: (what, address) of everything ld.so calls in this module: DT_INIT,
+        DT_FINI, every init/fini/preinit array slot, as the relocations leave it, and every IRELATIVE
+        resolver. Problems: (slot, reason) for an array slot whose run-time value the model cannot know."""
         out = [(n, v) for n, t in (("DT_INIT", DT_INIT), ("DT_FINI", DT_FINI)) if (v := self.dyn(t))]
+        problems: list[tuple[int, str]] = []
         tags = {
             "DT_INIT_ARRAY": (DT_INIT_ARRAY, DT_INIT_ARRAYSZ),
             "DT_FINI_ARRAY": (DT_FINI_ARRAY, DT_FINI_ARRAYSZ),
@@ -239,7 +281,10 @@ class Elf:
             for name in (".init_array", ".fini_array", ".preinit_array"):
                 if (sec := self.section(name)) is not None:
                     arrays.append((name, sec.addr, sec.size))
-        relocs = self.relocations() if any(a for _, a, _ in arrays) else {}
+        relocs = self.relocations()
+        for slot, (rtype, _, addend) in sorted(relocs.items()):
+            if rtype == R_X86_64_IRELATIVE:  # ld.so calls the resolver while relocating
+                out.append((f"IRELATIVE resolver for {slot:#x}", addend))
         syms: list | None = None
         for name, addr, size in arrays:
             if addr is None or not size:
@@ -249,16 +294,22 @@ class Elf:
                 value = self.u64(slot)
                 if slot in relocs:
                     rtype, sym, addend = relocs[slot]
-                    if rtype == R_X86_64_RELATIVE:
-                        value = addend
-                    elif rtype in (R_X86_64_64, R_X86_64_GLOB_DAT):
+                    if rtype == R_X86_64_RELATIVE or (sym == 0 and rtype in (R_X86_64_64, R_X86_64_GLOB_DAT)):
+                        value = addend  # module base + addend (symbol 0 is no import)
+                    elif rtype in (R_X86_64_64, R_X86_64_GLOB_DAT, R_X86_64_JUMP_SLOT):
                         syms = self.dynsyms() if syms is None else syms
-                        if sym >= len(syms) or syms[sym][3] == 0:
+                        if sym >= len(syms):
+                            problems.append((slot, f"{name}[{k}] is relocated against a missing symbol"))
+                            continue
+                        if syms[sym][3] == 0:
                             continue  # an imported function: not this module's code
-                        value = syms[sym][0] + addend
+                        value = syms[sym][0] + (addend if rtype != R_X86_64_JUMP_SLOT else 0)
+                    else:
+                        problems.append((slot, f"{name}[{k}] is set by relocation type {rtype} at load time"))
+                        continue
                 if value not in (0, 0xFFFFFFFFFFFFFFFF):
                     out.append((f"{name}[{k}]", value))
-        return out
+        return out, problems
 
 
 def load(path: str) -> Elf:

@@ -48,6 +48,15 @@ PRESERVE_TAIL = (
     b"\x9d\x41\x5a\x41\x5b\x48\x8d\xa4\x24\x80\x00\x00\x00"  # popfq; pop r10; pop r11; lea rsp,[rsp+128]
 )
 
+# Race-free tails for `jmp r11` / `jmp r10`: the jump uses the checked value (r11 = T after the add), never a
+# copy reloaded from the stack. (tail bytes, instruction offsets in it, register the unit jumps through)
+REG_TAILS = (
+    (bytes.fromhex("4d01d39d415a488da4248800000041ffe3"), (0, 3, 4, 6, 14), 11),
+    (bytes.fromhex("4d01d3415a488da4248800000041ffe3"), (0, 3, 5, 13), 11),
+    (bytes.fromhex("4d01d34d89da9d488d642408415b488da4248000000041ffe2"), (0, 3, 6, 7, 12, 14, 22), 10),
+    (bytes.fromhex("4d01d34d89da488d642408415b488da4248000000041ffe2"), (0, 3, 6, 11, 13, 21), 10),
+)
+
 STUB_LEN = 27  # movabs rdi, site; lea rsi, [r11 + lo]; mov edx, kind; jmp handler
 
 MOV_PREFIXES = frozenset((0x64, 0x65, 0x67))
@@ -189,7 +198,17 @@ def match_unit(b: bytes, i: int, vaddr: int) -> Unit | None:
         op2, n = load
         c = i + h + n
         t = c + CHECK_LEN
-        if not (_fixed(b, c, CHECK) and b[t : t + len(tail)] == tail):
+        if not _fixed(b, c, CHECK):
+            return None
+        for rtail, offs, reg in REG_TAILS:
+            if b[t : t + len(rtail)] == rtail and (rtail[6] == 0x9D or rtail[3] == 0x9D) == flags:
+                rest = [a, a + 5, a + 7] + [a + 9] * flags + [vaddr + i + h] + [vaddr + t + o for o in offs]
+                end = vaddr + t + len(rtail)
+                unit = _check_at(b, c, vaddr, "jmp", a, end, end - 3, rest)
+                if op2.reg != reg:
+                    return Unit(**{**unit.__dict__, "problem": f"checks another operand than r{reg}"})
+                return unit
+        if b[t : t + len(tail)] != tail:
             return None
         j = t + len(tail)
         p = modrm_insn(b, j, JMP_PREFIXES)
@@ -199,6 +218,8 @@ def match_unit(b: bytes, i: int, vaddr: int) -> Unit | None:
         rest = [a, a + 5, a + 7] + [a + 9] * flags + [vaddr + i + h] + [vaddr + x for x in pops] + [vaddr + j]
         unit = _check_at(b, c, vaddr, "jmp", a, vaddr + j + p[4], vaddr + j, rest)
         problem = _same_target(op2, vaddr + i + h + n, p[3], vaddr + j + p[4], 128 + 8 * (h - 7))
+        if problem is None and p[3].reg in (10, 11):  # restored from the stack after the check: a race
+            problem = f"jmp r{p[3].reg} uses the copy restored from the stack, not the checked value"
         return unit if problem is None else Unit(**{**unit.__dict__, "problem": problem})
     load = _load_r11(b, i)
     if load is None:

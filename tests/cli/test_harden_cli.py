@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -132,22 +133,71 @@ main:   {load}
     return exe
 
 
+def unrelocatable_program(tmp_path: Path) -> Path:
+    """A program whose function `tx` holds an `xbegin` (cfiguard does not relocate transactional code), so its
+    `ret` stays unguarded. main calls it with an argument that skips the transaction."""
+    asm = tmp_path / "x.s"
+    asm.write_text(
+        """
+        .text
+        .globl main
+        .type tx, @function
+tx:     test %edi, %edi
+        jz 1f
+        xbegin 1f
+        xend
+1:      ret
+        .size tx, .-tx
+        .type main, @function
+main:   xor %edi, %edi
+        call tx
+        xor %eax, %eax
+        ret
+        .size main, .-main
+        .section .note.GNU-stack,"",@progbits
+"""
+    )
+    exe = tmp_path / "x"
+    subprocess.run(["gcc", "-o", str(exe), str(asm)], check=True)
+    return exe
+
+
 def test_strict_writes_nothing_when_a_site_stays_unguarded(tmp_path: Path) -> None:
-    # A 1-byte function whose address is an immediate in non-PIE code, placed right before another function:
-    # no room for a forwarding jump, and an absolute immediate is not a reference cfiguard rewrites, so its
-    # `ret` stays unguarded. Built from assembly to make the layout exact.
-    exe = tiny_function_program(tmp_path, "mov $tiny, %eax", "-no-pie")
-    out, report = tmp_path / "t.cfi", tmp_path / "t.json"
+    exe = unrelocatable_program(tmp_path)
+    out, report = tmp_path / "x.cfi", tmp_path / "x.json"
     proc = cfiguard("harden", str(exe), "-o", str(out), "--strict", "--report", str(report))
     assert proc.returncode == 1, proc.stderr
     assert "--strict" in proc.stderr and not out.exists()
     doc = json.loads(report.read_text())
     unguarded = [s for s in doc["sites"] if s["outcome"] == "unguarded"]
-    assert unguarded and all(s["reason"] for s in unguarded)
-    # Without --strict the same input hardens, runs, and reports the site.
-    proc = cfiguard("harden", str(exe), "-o", str(out))
+    assert unguarded and all("xbegin" in s["reason"] for s in unguarded)
+    # Without --strict, harden checks its own output: the unguarded ret fails verification, nothing is written.
+    proc = cfiguard("harden", str(exe), "-o", str(out), "--report", str(report))
+    assert proc.returncode == 1, proc.stderr
+    assert "does not pass cfiguard verify" in proc.stderr and "unguarded" in proc.stderr
+    assert not out.exists()
+    assert json.loads(report.read_text())["verification"]["verified"] is False
+    # --no-verify writes it anyway, and the site is reported; the program still runs.
+    proc = cfiguard("harden", str(exe), "-o", str(out), "--no-verify")
     assert proc.returncode == 0 and "1 unguarded" in proc.stderr
     assert subprocess.run([str(out)]).returncode == 0
+    assert cfiguard("verify", str(out)).returncode == 1
+
+
+def test_entries_one_byte_apart_are_forwarded_by_punning(tmp_path: Path) -> None:
+    # A 1-byte function whose address is an immediate in non-PIE code, packed right before `main`: its
+    # forwarding jump is the single byte `eb`, whose rel8 is the opcode of main's own forwarding jump.
+    exe = tiny_function_program(tmp_path, "mov $tiny, %eax", "-no-pie")
+    out = tmp_path / "t.cfi"
+    proc = cfiguard("harden", str(exe), "-o", str(out), "--strict")
+    assert proc.returncode == 0 and "0 unguarded" in proc.stderr, proc.stderr
+    nm = subprocess.run(["nm", str(exe)], capture_output=True, text=True, check=True).stdout
+    tiny = int(re.search(r"^([0-9a-f]+) [tT] tiny$", nm, re.M).group(1), 16)
+    data = out.read_bytes()
+    off = tiny - 0x400000  # non-PIE: first PT_LOAD at 0x400000, offset 0
+    assert data[off] == 0xEB and data[off + 1] in (0xE9, 0xEB)
+    assert subprocess.run([str(out)]).returncode == 0  # the call through the old address takes the pun
+    assert cfiguard("verify", str(out)).returncode == 0
 
 
 def test_cet_ibt_bit_cleared_shstk_kept(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from cfiguard.analysis.facts import analyze
 from cfiguard.api import read_fdes
 from cfiguard.image.elf import load_image
 from cfiguard.policy.labels import CALL, JMP, RET, coarse_policy
-from cfiguard.rewrite.stubs import Region, assign_slots, place_in_region
+from cfiguard.rewrite.stubs import Region, assign_slots, place_in_region, render_short_jumps
 
 SRC = r"""
 #include <stdio.h>
@@ -103,5 +103,16 @@ def test_stub_placement() -> None:
     assert assign_slots([tiny, big]) == {}
     ((slot, entry),) = big.slots
     assert entry == 0x100 and 0x115 <= slot <= 0x130 - 5
-    # Two entries one byte apart cannot both hold a jump.
-    assert "too close" in place_in_region(Region(0x200, 0x210, 0x210), [0x200, 0x201])
+    # Entries one byte apart: the first gets only the `eb` opcode, whose rel8 is the next entry's `e9`, so
+    # its slot is fixed at 0x200 + 2 - 23 = 0x1eb. Without a freed body there, it fails ...
+    alone = Region(0x200, 0x210, 0x210)
+    assert place_in_region(alone, [0x200, 0x201]) is None and alone.punned == [0x200]
+    assert alone.long == [0x201]
+    assert "too close" in assign_slots([alone])[0x200]
+    # ... and with the freed body of a relocated neighbour there, the slot is taken.
+    before = Region(0x1C0, 0x1F0, 0x200)
+    pun = Region(0x200, 0x210, 0x210)
+    assert place_in_region(before, [0x1C0]) is None and place_in_region(pun, [0x200, 0x201]) is None
+    assert assign_slots([before, pun]) == {}
+    assert before.slots == [(0x1EB, 0x200)]
+    assert render_short_jumps([before, pun]) == [(0x200, b"\xeb")]

@@ -65,6 +65,40 @@ PROVEN = {
         Dispatch(0x402020, 4, 8, 0x1000),
     ),
     "and mask": (["and ecx, 0xf", f"jmp qword ptr [rcx*8 + {T}]"], Dispatch(0x402020, 16, 8, 0x1000)),
+    "push and a base copy between bound and load (xz, git)": (
+        [
+            "cmp esi, 8",
+            "ja 0x9000",
+            "push rbx",
+            "mov esi, esi",
+            "mov rbx, rcx",
+            "lea rcx, [rip + 0x100]",
+            "movsxd rax, dword ptr [rcx + rsi*4]",
+            "add rax, rcx",
+            "jmp rax",
+        ],
+        Dispatch(0x1018 + 0x100, 9, 4, 0x1000),
+    ),
+    # the compare is on the other byte: only the zero-extension bounds the index (256 entries, not 6)
+    "high byte compared, low byte used": (
+        ["cmp ah, 5", "ja 0x9000", "movzx eax, al", f"jmp qword ptr [rax*8 + {T}]"],
+        Dispatch(0x402020, 256, 8, 0x1008),
+    ),
+    "low byte compared, high byte used": (
+        ["cmp al, 5", "ja 0x9000", "movzx eax, ah", f"jmp qword ptr [rax*8 + {T}]"],
+        Dispatch(0x402020, 256, 8, 0x1008),
+    ),
+    "cmov and setcc on other registers": (
+        [
+            "cmp edi, 7",
+            "ja 0x9000",
+            "sete al",
+            "cmovne edx, ecx",
+            "mov edi, edi",
+            f"jmp qword ptr [rdi*8 + {T}]",
+        ],
+        Dispatch(0x402020, 8, 8, 0x1000),
+    ),
 }
 
 REFUSED = {
@@ -102,6 +136,38 @@ REFUSED = {
         "ja 0x9000",
         f"jmp qword ptr [rcx*8 + {T}]",
     ],
+    # Red-team shapes: a narrow compare must never bound a wider value.
+    "8-bit compare of the source of an earlier 32-bit copy": [
+        "mov eax, edi",
+        "cmp dil, 7",
+        "ja 0x9000",
+        f"jmp qword ptr [rax*8 + {T}]",
+    ],
+    "16-bit compare of the source of an earlier 32-bit copy": [
+        "mov eax, edi",
+        "cmp di, 7",
+        "ja 0x9000",
+        f"jmp qword ptr [rax*8 + {T}]",
+    ],
+    "clang unsigned char switch: 8-bit compare, then a 32-bit copy": [
+        "cmp dil, 7",
+        "ja 0x9000",
+        "mov eax, edi",
+        f"jmp qword ptr [rax*8 + {T}]",
+    ],
+    "high byte masked": ["mov eax, edi", "and ah, 7", "movzx eax, ax", f"jmp qword ptr [rax*8 + {T}]"],
+    "and on the low byte only": ["and cl, 7", f"jmp qword ptr [rcx*8 + {T}]"],
+    "16-bit register copy": ["cmp eax, 7", "ja 0x9000", "mov cx, ax", f"jmp qword ptr [rcx*8 + {T}]"],
+    "implicit write by lock cmpxchg": [
+        "cmp eax, 7",
+        "ja 0x9000",
+        "mov eax, eax",
+        "lock cmpxchg qword ptr [rsi], rdx",
+        f"jmp qword ptr [rax*8 + {T}]",
+    ],
+    "pop into the index": ["cmp rdi, 7", "ja 0x9000", "pop rdi", f"jmp qword ptr [rdi*8 + {T}]"],
+    "setcc into the index": ["cmp rdi, 7", "ja 0x9000", "setne dil", f"jmp qword ptr [rdi*8 + {T}]"],
+    "cmov into the index": ["cmp rdi, 7", "ja 0x9000", "cmovne rdi, rsi", f"jmp qword ptr [rdi*8 + {T}]"],
     "fs segment": ["cmp rdx, 3", "ja 0x9000", f"jmp qword ptr fs:[rdx*8 + {T}]"],
     "no bound": ["mov rax, qword ptr [rdi*8 + 0x402020]", "jmp rax"],
     "too many entries": ["cmp rdi, 0x10000", "ja 0x9000", f"jmp qword ptr [rdi*8 + {T}]"],

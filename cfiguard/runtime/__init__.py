@@ -1,0 +1,51 @@
+"""Code that runs inside the hardened binary, as readable assembly sources (one `.s` file per component).
+
+Nothing here imports the rewriter: the rewriter asks for a component's bytes and places them. Strings that a
+component needs are appended after its code, as `name:` labels the source refers to rip-relative.
+
+- `handler.s`: the violation handler (one per module): blocks every signal, writes the message, dies.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+
+VIOLATION_STRINGS = {
+    "s_prefix": b"cfiguard: CFI violation: ",
+    "s_call": b"call",
+    "s_jmp": b"jmp",
+    "s_ret": b"ret",
+    "s_at": b" at 0x",
+    "s_arrow": b" -> 0x",
+    "s_digits": b"0123456789abcdef",
+}
+
+
+class AssemblyError(Exception):
+    """keystone rejected a runtime source (a bug in cfiguard, never in the input)."""
+
+
+def source(name: str) -> str:
+    return resources.files(__name__).joinpath(name).read_text()
+
+
+@cache
+def assemble(name: str, strings: tuple[tuple[str, bytes], ...] = ()) -> bytes:
+    """Bytes of runtime component `name` (a `.s` file of this package), assembled at address 0 with its
+    strings appended. The code is position-independent."""
+    import keystone
+
+    src = source(name)
+    for label, value in strings:
+        src += f"\n{label}:\n" + "".join(f"    .byte {b}\n" for b in value)
+    try:
+        ks = keystone.Ks(keystone.KS_ARCH_X86, keystone.KS_MODE_64)
+        enc, _ = ks.asm(src, 0)
+    except keystone.KsError as e:
+        raise AssemblyError(f"keystone failed on {name}: {e}") from None
+    return bytes(enc)
+
+
+def violation_handler() -> bytes:
+    return assemble("handler.s", tuple(VIOLATION_STRINGS.items()))
