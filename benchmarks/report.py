@@ -60,7 +60,7 @@ def rewrite_table(res: dict) -> list[str]:
         c = r.get("sites") or {}
         sites = (
             f"{c.get('found', '')}/{c.get('guarded', '')}/{c.get('unguarded', '')}"
-            if r["action"] == "harden"
+            if r["action"].startswith("harden")
             else f"{c.get('findings', 0)} finding(s)"
         )
         status = "ok" if r["ok"] and r["returncode"] == 0 else f"exit {r['returncode']}: {r['summary'][:120]}"

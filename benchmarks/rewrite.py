@@ -66,19 +66,28 @@ def _sizes(path: str) -> tuple[int, int, int]:
 
 
 def harden(
-    src: str, dst: str, report: str | None = None, timeout: float | None = None, nice: int = 0
+    src: str,
+    dst: str,
+    report: str | None = None,
+    timeout: float | None = None,
+    nice: int = 0,
+    self_check: bool = True,
 ) -> RewriteRecord:
     """Harden src into dst with the CLI, timed. An existing dst is removed first so a failure cannot leave a
-    stale binary that a later runtime benchmark would silently use."""
+    stale binary that a later runtime benchmark would silently use. `self_check=False` passes --no-verify
+    (harden's own verification of its output is skipped), to measure what that check costs."""
     Path(dst).unlink(missing_ok=True)
-    argv = [sys.executable, "-m", "cfiguard.cli", "harden", src, "-o", dst]
+    argv = [sys.executable, "-m", "cfiguard.cli", "harden", src, "-o", dst] + (
+        [] if self_check else ["--no-verify"]
+    )
     if report:
         Path(report).unlink(missing_ok=True)
         argv += ["--report", report]
     r = run_child(argv, timeout=timeout, nice=nice)
     size, code, text = _sizes(src)
     rec = RewriteRecord(
-        "harden", src, size, code, text, r.returncode == 0 and os.path.exists(dst), r.returncode, r.wall,
+        "harden" if self_check else "harden --no-verify", src, size, code, text,
+        r.returncode == 0 and os.path.exists(dst), r.returncode, r.wall,
         r.cpu, r.maxrss_kib, summary=r.last_stderr_line, output=dst,
     )  # fmt: skip
     if report and os.path.exists(report):

@@ -31,6 +31,7 @@ class HardenResult:
     findings: list = field(default_factory=list)  # the verifier's findings when it rejected the output
     # switches guarded because the verifier could not re-prove them
     demoted: list[int] = field(default_factory=list)
+    safe_switches: list[int] = field(default_factory=list)  # new addresses of the switches left unguarded
 
     def count(self, outcome: str) -> int:
         return sum(1 for s in self.sites if s.outcome == outcome)
@@ -117,7 +118,7 @@ def harden(
         for site in unproven:  # the verifier is the judge of "safe": guard what it cannot re-prove
             facts.jump_tables[site] = replace(facts.jump_tables[site], safe=False)
         demoted += unproven
-    extra = {"verify_seconds": verify_seconds, "demoted": demoted}
+    extra = {"verify_seconds": verify_seconds, "demoted": demoted, "safe_switches": sorted(rw.switch_sites)}
     if verify:
         extra["verified"] = check.ok
         if not check.ok:

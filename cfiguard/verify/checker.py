@@ -118,6 +118,9 @@ class Result:
     path: str
     findings: list[Finding] = field(default_factory=list)
     stats: dict = field(default_factory=dict)
+    proven_switches: list[int] = field(
+        default_factory=list
+    )  # addresses of the dispatch jmps it proved bounded
     error: str | None = None  # set when the input is unusable (exit code 2)
 
     @property
@@ -149,6 +152,7 @@ class Verifier:
         self.landed: set[int] = set()  # every entry, label and branch target
         self.windows: list[tuple[int, int]] = []  # (origin, jmp) of proven switch dispatches
         self.switches = 0
+        self.proven: list[int] = []
         self.pending: list[tuple[_Code, int, str]] = []  # unguarded jmps: (code, offset, text)
         self.work: list[tuple[int, int | str]] = []
         self.insns = 0
@@ -646,6 +650,7 @@ class Verifier:
         self.work.extend((t, a) for t in sorted(targets, reverse=True))
         self.windows.append((d.origin, a))
         self.switches += 1
+        self.proven.append(a)
         return True
 
     def _window(self, code: _Code, k: int) -> list[tuple[int, int, str, str]]:
@@ -797,6 +802,7 @@ def verify_bytes(data: bytes, path: str = "<memory>") -> Result:
     except Exception as e:  # noqa: BLE001 - fail closed: an internal error must fail the file, not pass it
         v.add("internal", None, f"verifier error: {type(e).__name__}: {e}")
     result.findings = v.findings
+    result.proven_switches = sorted(v.proven)
     result.stats = {
         "instructions": v.insns,
         "guards": dict(sorted(v.guards.items())),
