@@ -42,11 +42,14 @@ LEGACY_PREFIXES = frozenset(b"\xf0\xf2\xf3\x2e\x36\x3e\x26\x64\x65\x66\x67")
 INSIDES = [bytes([INSIDE]) * n for n in range(16)]
 
 # Instruction classes (by mnemonic, prefixes stripped). Anything else falls through to the next instruction.
-COND, JUMP, CALL, RET, STOP, FAR, TRIGGER = range(7)
+COND, JUMP, CALL, RET, STOP, FAR, TRIGGER, SYS = range(8)
 _CLASSES = {"jmp": JUMP, "call": CALL, "ret": RET, "hlt": STOP, "ud2": STOP, "ud0": STOP, "ud1": STOP}
 _CLASSES |= {"int3": STOP, "xbegin": COND, "jrcxz": COND, "jecxz": COND}
 _CLASSES |= dict.fromkeys(("retf", "retfq", "iret", "iretd", "iretq", "sysret", "sysretq", "sysexit"), FAR)
 _CLASSES |= dict.fromkeys(("sysexitq", "ljmp", "lcall"), FAR)
+_CLASSES |= dict.fromkeys(("syscall", "sysenter", "int", "int1", "into"), SYS)
+# System call numbers that set rip and rsp from memory (rt_sigreturn), 64-bit and int 0x80 ABIs.
+SIGRETURN = {"syscall": {15}, "int": {119, 173}}
 
 
 class _ClassCache(dict):
@@ -81,6 +84,7 @@ CHECKS = {
     "bad-target": "An entry or direct branch target lies outside executable code.",
     "unsupported": "A reachable far or privileged control transfer.",
     "loader": "ld.so would call code in this module that the verifier cannot determine.",
+    "syscall": "A system call that transfers control (rt_sigreturn) is reachable.",
     "internal": "The verifier failed unexpectedly (treated as a verification failure).",
 }
 
@@ -118,9 +122,9 @@ class Result:
     path: str
     findings: list[Finding] = field(default_factory=list)
     stats: dict = field(default_factory=dict)
-    proven_switches: list[int] = field(
-        default_factory=list
-    )  # addresses of the dispatch jmps it proved bounded
+    # addresses of the dispatch jmps it proved bounded; warnings: worth a look, but the file still verifies
+    proven_switches: list[int] = field(default_factory=list)
+    warnings: list[Finding] = field(default_factory=list)
     error: str | None = None  # set when the input is unusable (exit code 2)
 
     @property
@@ -153,6 +157,8 @@ class Verifier:
         self.windows: list[tuple[int, int]] = []  # (origin, jmp) of proven switch dispatches
         self.switches = 0
         self.proven: list[int] = []
+        self.warnings: list[Finding] = []  # reported, not failing
+        self.numbered: list[int] = []  # syscalls whose number the instruction before sets
         self.pending: list[tuple[_Code, int, str]] = []  # unguarded jmps: (code, offset, text)
         self.work: list[tuple[int, int | str]] = []
         self.insns = 0
@@ -199,6 +205,11 @@ class Verifier:
         self.work += [(elf.entry, "ELF entry point")] if elf.entry else []
         self._traverse()
         self._check_windows()
+        for a in self.numbered:
+            if a in self.landed:
+                self.warn(
+                    "syscall", a, f"a branch lands on the syscall at {a:#x}: its number is not known there"
+                )
         units = sum(len(u.insns) - 1 for u in self.units.values())
         self.insns = sum(c.state.count(START) for c in self.code) + units
 
@@ -224,6 +235,18 @@ class Verifier:
                     )
                 else:  # which bytes the page holds depends on mapping order: the decoding would be a guess
                     self.add("elf", x.vaddr, f"executable segment shares pages with segment at {w.vaddr:#x}")
+        loads = elf.loads
+        for i, a in enumerate(
+            loads
+        ):  # the kernel maps PT_LOADs in order: on a shared page the later one wins
+            for b in loads[i + 1 :]:
+                if _overlap(a.pages(), b.pages()) and not (a.flags & PF_X or b.flags & PF_X):
+                    self.add(
+                        "elf",
+                        b.vaddr,
+                        f"segments at {a.vaddr:#x} and {b.vaddr:#x} share pages: which bytes are mapped "
+                        "there depends on load order",
+                    )
         if elf.dyn(elfmod.DT_TEXTREL) is not None or (elf.dyn(elfmod.DT_FLAGS) or 0) & elfmod.DF_TEXTREL:
             self.add("code-writable", None, "DT_TEXTREL: the loader makes code writable to relocate it")
         stack = [s for s in elf.segments if s.type == elfmod.PT_GNU_STACK]
@@ -424,6 +447,7 @@ class Verifier:
             quiet = self._landed_inside(code, off, src)  # one finding per desynchronised run
         md, classes, work = self.md, self._classes, self.work
         n_data, count = len(data), FIRST_COUNT
+        prev = ("", "")  # the instruction before, in this run (the one that sets a syscall's number)
         while True:
             restart, a, s = -1, -1, 0
             for a, s, m, o in md.disasm_lite(data[off : off + CHUNK], base + off, count):
@@ -435,6 +459,9 @@ class Verifier:
                 if conflict and not quiet:
                     quiet = self._overlap(code, k, s)
                 cls = classes[m]
+                if cls == SYS:
+                    self._syscall(a, m, o, prev)
+                prev = (m, o)
                 if cls is TRIGGER:
                     if o[:5] == "r11, " or o == "qword ptr [rsp - 8], r11" or o == "rsp, [rsp - 0x80]":
                         unit = match_unit(data, k, base)
@@ -513,6 +540,32 @@ class Verifier:
             if off >= n_data:
                 self.add("undecodable", base + off, "decoding runs past the end of the executable segment")
                 return
+
+    def _syscall(self, a: int, m: str, o: str, prev: tuple[str, str]) -> None:
+        """A system call is a control transfer when it is rt_sigreturn (rip and rsp come from memory). Its
+        number must be a constant set by the instruction right before it (and nothing may branch to the call
+        itself: checked at the end); a provable rt_sigreturn fails, an unknown number is a warning."""
+        if m == "int" and o not in ("0x80", "128"):
+            return  # other vectors fault or are the kernel's business
+        pm, po = prev
+        n = None
+        if pm == "mov" and po[:5] in ("eax, ", "rax, ") and IMM_RE.match(po[5:]):
+            n = int(po[5:], 0)
+        kind = "syscall" if m == "syscall" else "int"
+        if n is not None and n in SIGRETURN.get(kind, ()):
+            self.add(
+                "syscall",
+                a,
+                f"`{_text(m, o)}` with number {n} is rt_sigreturn: it loads rip and rsp from memory",
+            )
+        elif n is None:
+            self.warn("syscall", a, f"`{_text(m, o)}` with a number the verifier cannot determine")
+        else:
+            self.numbered.append(a)
+
+    def warn(self, check: str, address: int | None, reason: str) -> None:
+        if len(self.warnings) < MAX_PER_CHECK:
+            self.warnings.append(Finding(check, address, reason))
 
     def _start_before(self, code: _Code, off: int) -> int:
         """Address of the nearest instruction or unit start at or before `off` (for messages)."""
@@ -734,6 +787,7 @@ class Verifier:
             )
 
 
+IMM_RE = re.compile(r"^(0x[0-9a-f]+|\d+)$")
 SEGMENT_PREFIXES = frozenset(b"\x26\x2e\x36\x3e\x64\x65")
 
 
@@ -803,6 +857,7 @@ def verify_bytes(data: bytes, path: str = "<memory>") -> Result:
         v.add("internal", None, f"verifier error: {type(e).__name__}: {e}")
     result.findings = v.findings
     result.proven_switches = sorted(v.proven)
+    result.warnings = v.warnings
     result.stats = {
         "instructions": v.insns,
         "guards": dict(sorted(v.guards.items())),

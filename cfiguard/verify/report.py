@@ -27,6 +27,9 @@ def status(r: Result) -> str:
 def text(results: list[Result]) -> str:
     """`FILE: ADDRESS: CHECK: REASON`, one line per finding; nothing for a file that verifies."""
     lines = [f"{r.path}: {_hex(f.address)}: {f.check}: {f.reason}" for r in results for f in r.findings]
+    lines += [
+        f"{r.path}: {_hex(w.address)}: warning: {w.check}: {w.reason}" for r in results for w in r.warnings
+    ]
     return "".join(line + "\n" for line in lines)
 
 
@@ -42,6 +45,7 @@ def to_json(results: list[Result], version: str) -> dict:
             "error": r.error,
             "stats": r.stats,
             "findings": list(map(finding, r.findings)),
+            "warnings": list(map(finding, r.warnings)),
         }
         for r in results
     ]
@@ -61,7 +65,7 @@ def to_sarif(results: list[Result], version: str) -> dict:
     out = []
     for r in results:
         uri = Path(r.path).resolve().as_uri() if r.path else r.path
-        for f in r.findings:
+        for f, level in [(f, "error") for f in r.findings] + [(w, "warning") for w in r.warnings]:
             loc: dict = {"physicalLocation": {"artifactLocation": {"uri": uri}}}
             if f.address is not None:
                 loc["physicalLocation"]["address"] = {"absoluteAddress": f.address}
@@ -72,7 +76,7 @@ def to_sarif(results: list[Result], version: str) -> dict:
                 {
                     "ruleId": f.check,
                     "ruleIndex": rule_ids.index(f.check),
-                    "level": "error",
+                    "level": level,
                     "message": {"text": f.reason},
                     "locations": [loc],
                 }
