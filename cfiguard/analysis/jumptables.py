@@ -43,6 +43,7 @@ class JumpTable:
     exact: bool = False  # extent proven by a `cmp idx, N; ja` bound: the table may be rewritten in place
     safe: bool = False  # the dispatch provably reaches only these targets (no guard needed once rewritten)
     base: int = 0  # 4-byte entries are relative to this address (the table itself unless a label is added)
+    united: bool = False  # targets of every table the dispatch may use (base loaded in another block)
 
     @property
     def relative_to(self) -> int:
@@ -99,18 +100,23 @@ def find_jump_table(
                 if jt is not None:
                     return jt
     if base_reg is not None:
-        # The table base was loaded further away (hoisted out of a loop): take the nearest `lea base, [rip+T]`
-        # before the jmp, then after it.
+        # The table base was loaded further away (hoisted out of a loop, in an earlier block: Rust and LLVM).
+        # Which `lea base, [rip + T]` reaches this dispatch is not known without data flow, so every one in the
+        # function is taken and their tables' targets united (a superset: the guard checks labels at run time,
+        # so extra targets cost precision, a missing one would break the program). Never exact.
         bound = _bound(mnems, ops, load_at, index_reg)
-        order = list(range(i - 1, -1, -1)) + list(range(i + 1, len(addrs)))
-        for j in order:
+        targets: set[int] = set()
+        first = None
+        for j in range(len(addrs)):
             if mnems[j] == "lea" and ops[j].startswith(base_reg + ", [rip"):
                 table = _rip_target(addrs, sizes, ops, j)
-                if table is not None:
-                    jt = _read_table(image, site, table, 4, is_target, bound)
-                    if jt is not None:
-                        return jt
-        raise UnresolvedTable(f"jump table of the jmp at {site:#x} not found (base {base_reg})")
+                jt = None if table is None else _read_table(image, site, table, 4, is_target, bound)
+                if jt is not None:
+                    first = first or jt
+                    targets.update(jt.targets)
+        if first is None:
+            raise UnresolvedTable(f"jump table of the jmp at {site:#x} not found (base {base_reg})")
+        return JumpTable(site, first.table, 4, tuple(sorted(targets)), exact=False, united=True)
     return None
 
 

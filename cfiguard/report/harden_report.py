@@ -25,7 +25,14 @@ def harden_report(result) -> dict:
             ],
         },
         "sites": [
-            {"address": s.addr, "kind": s.kind, "outcome": s.outcome, "method": s.method, "reason": s.reason}
+            {
+                "address": s.addr,
+                "kind": s.kind,
+                "outcome": s.outcome,
+                "method": s.method,
+                "reason": s.reason,
+                **({"precision_lost": s.precision} if s.precision else {}),
+            }
             for s in result.sites
         ],
         "functions_not_relocated": [

@@ -13,8 +13,11 @@ Order of work, chosen so that every address is known before any byte that depend
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass, field
 
+from cfiguard import __version__
 from cfiguard.analysis.facts import ModuleFacts
 from cfiguard.analysis.jumptables import JumpTable
 from cfiguard.disasm.decode import decode_range
@@ -51,6 +54,7 @@ class SiteOutcome:
     outcome: str  # guarded, safe, unguarded
     method: str | None  # inline (relocated function), trampoline, switch
     reason: str | None
+    precision: str | None = None  # where the analysis allowed more targets than it knows, and why
 
 
 @dataclass
@@ -93,7 +97,9 @@ def rewrite(facts: ModuleFacts, policy: Policy, code_vaddr: int, rodata_reserve:
     stubs_vaddr = _align(cur, FUNC_ALIGN)
     handler_vaddr = stubs_vaddr + n_sites * VIOL_STUB_SIZE
     code_end = handler_vaddr + len(handler_code())
-    lo = min(s.vaddr for s in image.code_segments)
+    # From the page start: the kernel maps the whole first page executable, including any bytes of the file
+    # before the segment (lld starts segments mid-page); inside [lo, hi) they carry no label.
+    lo = min(s.vaddr for s in image.code_segments) & -PAGE
     size = code_end - lo
 
     # --- 3. unwind data
@@ -178,6 +184,20 @@ def rewrite(facts: ModuleFacts, policy: Policy, code_vaddr: int, rodata_reserve:
             "violation_stubs": [stubs_vaddr, handler_vaddr],
             "handler": handler_vaddr,
             "classes": {"ret": RET, "call": CALL, "jmp": JMP},
+            # Provenance, for `cfiguard info` (the verifier does not read these). No wall-clock time: the
+            # output must stay byte-identical; the date is SOURCE_DATE_EPOCH's (reproducible-builds.org).
+            "tool": "cfiguard",
+            "version": __version__,
+            "policy": "coarse",
+            "coverage": {
+                "found": len(sites),
+                **{k: sum(1 for s in sites if s.outcome == k) for k in ("guarded", "safe", "unguarded")},
+            },
+            "date": (
+                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(os.environ["SOURCE_DATE_EPOCH"])))
+                if os.environ.get("SOURCE_DATE_EPOCH", "").strip().isdigit()
+                else None
+            ),
         },
     )
 
@@ -522,7 +542,11 @@ def _outcomes(facts: ModuleFacts, plans: dict[int, FunctionPlan], rejected: dict
         if s.addr in guarded:
             method = guarded[s.addr][1]
             outcome = "safe" if method == "switch" else "guarded"
-            sites.append(SiteOutcome(s.addr, s.kind, outcome, method, None))
+            jt = facts.jump_tables.get(s.addr)
+            loss = None
+            if jt is not None and jt.united:
+                loss = "table base loaded in another block: targets of every table that register may hold"
+            sites.append(SiteOutcome(s.addr, s.kind, outcome, method, None, loss))
         else:
             reason = rejected.get(s.function, "function not relocated")
             sites.append(
