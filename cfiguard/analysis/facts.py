@@ -87,6 +87,9 @@ class ModuleFacts:
     call_entries: set[int] = field(default_factory=set)  # exported, entry, init/fini, IRELATIVE resolvers
     jump_tables: dict[int, JumpTable] = field(default_factory=dict)
     noreturn_calls: set[int] = field(default_factory=set)
+    # code addresses loaded with `lea r, [rip + X]` and pushed (`push r`): a later `ret` may go there (OCaml's
+    # exception handlers: `lea r11, [rip + handler]; push r11`, raised with `mov rsp, ...; pop; ret`)
+    pushed_code: set[int] = field(default_factory=set)
     import_slots: dict[int, str] = field(default_factory=dict)  # GOT slot -> imported symbol name
     data_words: dict[int, list[int]] = field(default_factory=dict)  # code value -> data words holding it
     scratch_clobbered: set[int] = field(
@@ -239,6 +242,8 @@ def _scan_function(image: Image, facts: ModuleFacts, fc: FunctionCode) -> None:
             if t is not None and image.is_code(t):
                 taken.add(t)
                 fc.code_refs.add(t)
+                if mnem == "lea" and _pushed(d.mnems, d.ops, i):
+                    facts.pushed_code.add(t)
         elif not pic and "0x" in op:
             for h in HEX.findall(op):
                 v = int(h, 16)
@@ -247,6 +252,17 @@ def _scan_function(image: Image, facts: ModuleFacts, fc: FunctionCode) -> None:
                     fc.code_refs.add(v)
         if mnem == "xbegin":
             fc.problem = fc.problem or f"xbegin at {d.addrs[i]:#x}"
+
+
+def _pushed(mnems: list[str], ops: list[str], i: int) -> bool:
+    """The register that the lea at `i` loads is pushed by one of the next 3 instructions, unchanged."""
+    reg = ops[i].partition(",")[0]
+    for j in range(i + 1, min(i + 4, len(mnems))):
+        if mnems[j] == "push" and ops[j] == reg:
+            return True
+        if ops[j].partition(",")[0] == reg or mnems[j].startswith(("j", "call", "ret")):
+            return False
+    return False
 
 
 def _plt_entry(fc: FunctionCode, addr: int) -> int:

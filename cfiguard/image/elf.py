@@ -231,6 +231,7 @@ def _image_from_lief(path: str, data: bytes, mode: int, binary) -> Image:
         raise InputError(f"{path}: statically linked executables are not supported")
 
     symbols = _symbols(binary)
+    _refuse_runtimes(path, symbols, data)
     relocations = tuple(
         Relocation(
             r.address,
@@ -280,6 +281,27 @@ def _refuse_unsupported(path: str, sections: tuple[Section, ...]) -> None:
         raise InputError(f"{path}: Go binaries are not supported (own runtime, stack switching and unwinder)")
     if any(n.startswith("UPX") for n in names):
         raise InputError(f"{path}: packed binary (UPX): its code only exists at run time")
+
+
+def _refuse_runtimes(path: str, symbols: tuple[Symbol, ...], data: bytes) -> None:
+    """Language runtimes that find frames by return address, or keep data right before code: relocating their
+    functions would break them at run time (where verification cannot see it), so they are refused up front.
+    - OCaml native code: the GC walks the stack and looks each return address up in `caml_frametable`
+      (a hardened GC-heavy program segfaulted); detected by the runtime's symbols, or in a stripped file by
+      the name of Std_exit's code (`camlStd_exit__...`), which every native program links.
+    - GHC: info tables sit right before each closure's entry code (tables-next-to-code); detected by the RTS's
+      `stg_` symbols or its option-parsing messages (pandoc is stripped)."""
+    names = {s.name for s in symbols}
+    if "caml_frametable" in names or "caml_start_program" in names or b"camlStd_exit__" in data:
+        raise InputError(
+            f"{path}: OCaml native code is not supported (its GC finds frames by return address in "
+            "caml_frametable; moved code would not be found)"
+        )
+    if any(n.startswith("stg_") for n in names) or b"Most RTS options are disabled" in data:
+        raise InputError(
+            f"{path}: GHC-compiled (Haskell) code is not supported (info tables next to code, own calling "
+            "convention)"
+        )
 
 
 def _symbols(binary) -> tuple[Symbol, ...]:

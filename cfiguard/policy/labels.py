@@ -5,7 +5,8 @@ Coarse classes, as in BinCFI and CCFIR. A label is a bit set, so one address can
 - CALL|JMP: every address-taken code address (pointers in data, relocations, code references), since a
   pointer can be called or tail-jumped through;
 - JMP: jump-table targets;
-- RET: the instruction after each call, except calls to functions that never return.
+- RET: the instruction after each call, except calls to functions that never return; and code addresses the
+  program pushes itself (`lea r, [rip + X]; push r`: OCaml's exception handlers, reached by `ret`).
 Return sites of relocated code get their RET labels from the rewriter, at their new addresses.
 """
 
@@ -23,6 +24,7 @@ class Policy:
     labels: dict[int, int]  # original address -> class bits
     return_sites: frozenset[int]  # original addresses after calls that return
     return_callers: dict[int, int | None]  # return site -> start of the function holding the call
+    pushed: frozenset[int] = frozenset()  # pushed code addresses: RET targets at their old address
 
 
 def coarse_policy(facts: ModuleFacts) -> Policy:
@@ -53,4 +55,10 @@ def coarse_policy(facts: ModuleFacts) -> Policy:
             callers[s.addr + s.size] = None
     for a in callers:
         add(a, RET)
-    return Policy(labels, frozenset(callers), callers)
+    pushed = set()
+    for a in facts.pushed_code:  # a `ret` to a pushed address (OCaml raise): valid for returns too
+        fc = facts.function_at(a)
+        if fc is not None and a in fc.starts:
+            add(a, RET)
+            pushed.add(a)
+    return Policy(labels, frozenset(callers), callers, frozenset(pushed))

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from bisect import bisect_right
+from dataclasses import dataclass, field, replace
 
 from cfiguard import __version__
 from cfiguard.analysis.facts import ModuleFacts
@@ -236,8 +237,9 @@ def _choose(facts: ModuleFacts, policy: Policy) -> _Choice:
     widened: set[int] = set()
     redirected: set[int] = set()
     relatives = relative_relocations(facts)
+    forced: dict[int, JumpTable] = {}  # tables of inexact extent rewritten anyway, for functions that need it
     while True:
-        tables = _rewritable_tables(facts, plans)
+        tables = _rewritable_tables(facts, plans, forced)
         entries = _entries(facts, refs, plans, tables)
         for start in plans:
             entries[start] -= redirected
@@ -256,6 +258,11 @@ def _choose(facts: ModuleFacts, policy: Policy) -> _Choice:
         # A tiny function (a 1-3 byte .cold fragment) may lack room only because its neighbours stay in place,
         # or because the function that branches to it does: relocating those too, even without sites, frees
         # bodies for slots and removes the need for a forwarding jump. Tried once per failing function.
+        # Targets too close for forwarding jumps may need none: rewrite the function's own tables in place.
+        more_tables = {t: jt for st in failed for t, jt in _own_tables(facts, st).items() if t not in forced}
+        if more_tables:
+            forced.update(more_tables)
+            continue
         grow = [st for st in failed if st not in widened]
         if grow and _widen(facts, refs, plans, grow, widened):
             plans = dict(sorted(plans.items()))
@@ -305,13 +312,51 @@ def _entry_problem(fc, entries: set[int]) -> str | None:
     return None
 
 
-def _rewritable_tables(facts: ModuleFacts, plans: dict[int, FunctionPlan]) -> list[JumpTable]:
+def _own_tables(facts: ModuleFacts, start: int) -> dict[int, JumpTable]:
+    """Tables of relative offsets, dispatched from the function at `start`, that may be rewritten in place
+    although their extent is not proven. Used only for a function that cannot be relocated otherwise.
+
+    A table's run of entries (those that decode to instruction starts) is cut where the next known table
+    begins: packed tables would otherwise run into each other. What is left must hold only targets in this
+    function and overlap no other table: rewriting it then cannot touch another table's entries, and entries
+    past it are no valid target anyway (the dispatch is still guarded)."""
+    fc = facts.function_at(start)
+    if fc is None:
+        return {}
+    end = fc.func.end
+    starts = sorted({jt.table for jt in facts.jump_tables.values() if jt.table})
+    out = {}
+    for jt in facts.jump_tables.values():
+        if (
+            not jt.table
+            or jt.exact
+            or jt.united
+            or jt.entry_size != 4
+            or jt.base
+            or not start <= jt.site < end
+        ):
+            continue
+        k = bisect_right(starts, jt.table)
+        stop = starts[k] if k < len(starts) else jt.table + 4 * len(jt.targets)
+        targets = jt.targets[: max(0, (stop - jt.table) // 4)]
+        if not targets or not all(start <= t < end for t in targets):
+            continue
+        out[jt.table] = replace(jt, targets=targets)
+    return out
+
+
+def _rewritable_tables(
+    facts: ModuleFacts, plans: dict[int, FunctionPlan], forced: dict[int, JumpTable] | None = None
+) -> list[JumpTable]:
     """Jump tables whose exact extent is proven and whose every target moves: they are rewritten in place
-    to hold the new addresses, so their targets need no forwarding jump (and dispatch skips one jump)."""
+    to hold the new addresses, so their targets need no forwarding jump (and dispatch skips one jump). Tables
+    in `forced` (see _own_tables) are rewritten though their extent is not proven."""
+    forced = forced or {}
     out: dict[int, JumpTable] = {}
     for jt in facts.jump_tables.values():
-        if not jt.exact or jt.table in out:
+        if not (jt.exact or jt.table in forced) or jt.table in out:
             continue
+        jt = forced.get(jt.table, jt)
         seg = facts.image.segment_at(jt.table)
         if seg is None or seg.writable or jt.table + len(jt.targets) * jt.entry_size > seg.vaddr + seg.filesz:
             continue
@@ -469,11 +514,13 @@ def _labels(facts: ModuleFacts, policy: Policy, choice: _Choice, resolve):
     targets of rewritten jump tables are labelled JMP at their new address instead."""
     moved = _pure_jmp_targets(facts, choice.tables)
     for addr, bits in policy.labels.items():
-        if bits & RET and policy.return_callers.get(addr) in choice.plans:
+        keep = addr in policy.pushed  # pushed by the program itself: a ret goes to the old address
+        if bits & RET and policy.return_callers.get(addr) in choice.plans and not keep:
             bits &= ~RET  # the call now runs in new code; its return site is labelled there
         fc = facts.function_at(addr)
         if fc is not None and fc.func.start in choice.plans:
-            bits &= ~RET
+            if not keep:
+                bits &= ~RET
             if addr in moved:
                 bits &= ~JMP
             if addr in choice.redirected:

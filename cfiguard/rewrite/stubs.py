@@ -58,16 +58,34 @@ def assign_slots(regions: list[Region]) -> dict[int, str]:
     starts = [r.start for r in regions]
     failed: dict[int, str] = {}
     # Punned entries first: their slot address is fixed by the next entry's opcode.
-    opcode = {e: 0xE9 for r in regions for e in r.long} | {e: 0xEB for r in regions for e in r.short}
+    owner = {e: r for r in regions for e in r.long + r.short}
+
+    def fixed_slot(e: int, opcode: int) -> Region | None:
+        slot = e + 2 + opcode - 256
+        k = bisect_right(starts, slot) - 1
+        cand = regions[k] if k >= 0 else None
+        if cand is None or slot + 5 > cand.limit or _free_slot(cand, slot, slot + 5) != slot:
+            return None
+        return cand
+
     for r in regions:
         for e in r.punned:
-            nxt = opcode.get(e + 1)
-            slot = None if nxt is None else e + 2 + nxt - 256
-            k = bisect_right(starts, slot) - 1 if slot is not None else -1
-            cand = regions[k] if k >= 0 else None
-            if cand is None or slot + 5 > cand.limit or _free_slot(cand, slot, slot + 5) != slot:
+            nxt = owner.get(e + 1)
+            opcode = None if nxt is None else 0xE9 if e + 1 in nxt.long else 0xEB
+            cand = None if opcode is None else fixed_slot(e, opcode)
+            if cand is None and opcode == 0xE9 and fixed_slot(e, 0xEB) is not None:
+                # The e9 slot is taken: the next entry's jump becomes a short one (its own slot is found
+                # below), which moves this entry's slot 2 bytes on.
+                nxt.long.remove(e + 1)
+                nxt.taken.remove((e + 1, e + 6))
+                nxt.short.append(e + 1)
+                nxt.taken.append((e + 1, e + 3))
+                nxt.taken.sort()
+                opcode, cand = 0xEB, fixed_slot(e, 0xEB)
+            if cand is None:
                 failed.setdefault(r.start, f"entries {e:#x} and {e + 1:#x} too close for a forwarding jump")
                 continue
+            slot = e + 2 + opcode - 256
             cand.taken.append((slot, slot + 5))
             cand.taken.sort()
             cand.slots.append((slot, e))
