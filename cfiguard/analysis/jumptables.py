@@ -297,6 +297,12 @@ def _bound_at(
         if mn == "and" and (src.startswith("0x") or src.isdigit()):
             return int(src, 0) + 1, j  # idx & mask: at most mask + 1 entries (Duff's device)
         if mn == "movzx" and (src.startswith("byte ptr") or src in _BYTE_REGS):
+            if src in _BYTE_REGS and src not in _HIGH8:
+                # a compare on the byte before it may bound it tighter (sqlite's VDBE: cmp r15b, 0xb5; ja;
+                # movzx edx, r15b): at most 256 entries either way
+                tighter = _bound_at(mnems, ops, j, src, strict)
+                if tighter is not None and tighter[0] <= 256:
+                    return tighter
             return 256, j  # a zero-extended byte (an interpreter's opcode): at most 256 entries
         if mn in _COPIES and "[" not in src and src:
             sw = _width(src)

@@ -61,6 +61,32 @@ def redirectable(facts: ModuleFacts, addr: int, relocated: set[int], relatives: 
     return True
 
 
+def fast_redirects(facts: ModuleFacts, relocated: set[int], relatives: dict[int, list[int]]) -> set[int]:
+    """Starts of relocated functions whose every stored pointer can be rewritten to the new address, in a
+    position-independent file (where every code pointer in data has a relocation). Their forwarding jump and
+    old label stay (a computed address still works), but vtables, function pointers, GOT entries and exported
+    symbols go straight to the new code: no forwarding hop on the hot path. Excluded, so that pointer
+    equality holds (every reference changes, or none does): the ELF entry, init/fini functions, IFUNC
+    resolvers, jump-table targets, and addresses that code left in place materialises."""
+    image = facts.image
+    if not image.is_pic or image.section(".relr.dyn") is not None:
+        return set()
+    skip = {image.entry, *image.init_functions}
+    for jt in facts.jump_tables.values():
+        skip.update(jt.targets)
+    for fc in facts.functions:
+        if fc.func.start not in relocated:
+            skip.update(fc.code_refs)
+    exported = {s.addr for s in image.symbols if s.exported}
+    out = set()
+    for start in relocated:
+        if start in skip or (start in facts.call_entries and start not in exported):
+            continue
+        if start in relatives or start in exported or start in facts.address_taken:
+            out.add(start)
+    return out
+
+
 def redirect_patches(
     facts: ModuleFacts, redirected: set[int], relatives: dict[int, list[int]], resolve: Callable[[int], int]
 ) -> list[tuple[int, bytes]]:

@@ -27,7 +27,7 @@ from cfiguard.image.lsda import parse_lsda
 from cfiguard.policy.labels import CALL, JMP, RET, Policy
 from cfiguard.rewrite.encode import s32 as encode_s32
 from cfiguard.rewrite.handler import handler_code
-from cfiguard.rewrite.redirect import redirect_patches, redirectable, relative_relocations
+from cfiguard.rewrite.redirect import fast_redirects, redirect_patches, redirectable, relative_relocations
 from cfiguard.rewrite.relocate import (
     VIOL_STUB_SIZE,
     FunctionPlan,
@@ -129,6 +129,7 @@ def rewrite(facts: ModuleFacts, policy: Policy, code_vaddr: int, rodata_reserve:
         return stubs_vaddr + slot * VIOL_STUB_SIZE
 
     resolve = _resolver(facts, plans)
+    fast = fast_redirects(facts, set(plans), choice.relatives) - choice.redirected
     return_labels: list[int] = []
     code = bytearray()
     for p in plans.values():
@@ -140,7 +141,7 @@ def rewrite(facts: ModuleFacts, policy: Policy, code_vaddr: int, rodata_reserve:
             resolve,
             viol_stub,
             return_labels,
-            lambda a: resolve(a) if a in choice.redirected else a,
+            lambda a: resolve(a) if a in choice.redirected or a in fast else a,
         )
     code += b"\xcc" * (stubs_vaddr - code_vaddr - len(code))
     for site, (slot, kind) in stubs.items():
@@ -151,13 +152,13 @@ def rewrite(facts: ModuleFacts, policy: Policy, code_vaddr: int, rodata_reserve:
     assert code_vaddr + len(code) == code_end
 
     table = bytearray(size)
-    for addr, bits in _labels(facts, policy, choice, resolve):
+    for addr, bits in _labels(facts, policy, choice, resolve, fast):
         table[addr - lo] |= bits
     for addr in return_labels:
         table[addr - lo] |= RET
 
     patches = _old_code_patches(choice, resolve) + _table_patches(choice, resolve)
-    patches += redirect_patches(facts, choice.redirected, choice.relatives, resolve)
+    patches += redirect_patches(facts, choice.redirected | fast, choice.relatives, resolve)
     patches += _cet_patch(image)
     sites, not_relocated = _outcomes(facts, plans, choice.rejected)
     return Rewritten(
@@ -509,7 +510,7 @@ def _unwind(facts: ModuleFacts, plans: dict[int, FunctionPlan], rodata_vaddr: in
 # --------------------------------------------------------------------------------------------- labels, patches
 
 
-def _labels(facts: ModuleFacts, policy: Policy, choice: _Choice, resolve):
+def _labels(facts: ModuleFacts, policy: Policy, choice: _Choice, resolve, fast: set[int] = frozenset()):
     """Old-address labels: forward classes everywhere (RET only where the calling code stays in place);
     targets of rewritten jump tables are labelled JMP at their new address instead."""
     moved = _pure_jmp_targets(facts, choice.tables)
@@ -526,6 +527,8 @@ def _labels(facts: ModuleFacts, policy: Policy, choice: _Choice, resolve):
             if addr in choice.redirected:
                 yield resolve(addr), bits
                 continue
+            if addr in fast:  # pointers now hold the new address; the old one keeps its forwarding jump
+                yield resolve(addr), bits & ~RET
         if bits:
             yield addr, bits
     for jt in choice.tables:

@@ -58,7 +58,7 @@ def assign_slots(regions: list[Region]) -> dict[int, str]:
     starts = [r.start for r in regions]
     failed: dict[int, str] = {}
     # Punned entries first: their slot address is fixed by the next entry's opcode.
-    owner = {e: r for r in regions for e in r.long + r.short}
+    owner = {e: r for r in regions for e in r.long + r.short + r.punned}  # punned entries start with eb too
 
     def fixed_slot(e: int, opcode: int) -> Region | None:
         slot = e + 2 + opcode - 256

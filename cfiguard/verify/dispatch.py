@@ -79,9 +79,12 @@ def prove(window: list[tuple[int, int, str, str]]) -> Dispatch | None:
                 else:
                     st[d[0]] = ("bound", a, n, d[1], a)
                 for g, v in list(st.items()):  # registers copied from it before the cmp share the bound
-                    # a copy holds the low 32 bits: a 32- or 64-bit compare bounds them, a narrower one does not
+                    # a copy holds the low 32 bits: a 32- or 64-bit compare bounds all of it; a narrower one
+                    # bounds only the same low bits of the copy
                     if v[0] == "copy" and v[2] == d[0] and d[1] >= 32 and (d[1] == 32 or n <= 1 << 32):
                         st[g] = ("bound", min(a, v[1]), n, 64, min(a, v[1]))
+                    elif v[0] == "copy" and v[2] == d[0] and d[1] < 32:
+                        st[g] = ("bound", min(a, v[1]), n, d[1], min(a, v[1]))
                     elif v[0] == "copy64" and v[2] == d[0]:
                         b = st[d[0]]
                         st[g] = ("bound", min(b[1], v[1]), n, b[3], min(b[4], v[1]))

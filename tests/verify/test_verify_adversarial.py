@@ -51,9 +51,23 @@ class Sample:
         assert proc.returncode == 0, proc.stderr
         self.data = self.hardened.read_bytes()
         self.tmp = tmp
+        # Hardened, pointers to ref() may hold its new address (its old one forwards there): the attacker aims
+        # from that one. The forwarding jump at ref's old address says where it is.
+        at = offset_of(self.data, self.ref)
+        assert self.data[at] == 0xE9, "ref() keeps a forwarding jump"
+        new_ref = self.ref + 5 + int.from_bytes(self.data[at + 1 : at + 5], "little", signed=True)
+        d = self.win - new_ref
+        self.offset_hardened = f"{d:x}" if d >= 0 else f"-{-d:x}"
 
     def run(self, path: Path, attack: bool) -> subprocess.CompletedProcess:
-        args = [str(path)] + ([self.offset] if attack else [])
+        offsets = [self.offset] if path == self.plain else [self.offset, self.offset_hardened]
+        if attack and len(offsets) > 1:  # try both: where the pointer holds the old or the new address of ref
+            runs = [self._run([str(path), o]) for o in offsets]
+            return next((r for r in runs if Sample.hijacked(r)), runs[-1])
+        return self._run([str(path)] + (offsets[:1] if attack else []))
+
+    @staticmethod
+    def _run(args: list[str]) -> subprocess.CompletedProcess:
         try:
             return subprocess.run(args, capture_output=True, timeout=10)
         except subprocess.TimeoutExpired:

@@ -80,6 +80,10 @@ PROVEN = {
         Dispatch(0x1018 + 0x100, 9, 4, 0x1000),
     ),
     # the compare is on the other byte: only the zero-extension bounds the index (256 entries, not 6)
+    "8-bit compare of the source bounds the same byte of a 32-bit copy (rustc)": (
+        ["mov eax, edx", "cmp dl, 0x18", "ja 0x9000", "movzx ecx, al", f"jmp qword ptr [rcx*8 + {T}]"],
+        Dispatch(0x402020, 25, 8, 0x1000),
+    ),
     "high byte compared, low byte used": (
         ["cmp ah, 5", "ja 0x9000", "movzx eax, al", f"jmp qword ptr [rax*8 + {T}]"],
         Dispatch(0x402020, 256, 8, 0x1008),
