@@ -132,3 +132,37 @@ def harden(
             raise err
     write_atomically(os.path.realpath(output_path) if in_place else output_path, data, image.mode)
     return HardenResult(**{**result.__dict__, **extra, "seconds": time.monotonic() - t0})
+
+
+# ------------------------------------------------------------------------------------ integrations
+# Batch hardening, wheels, manifest summaries and the CMake package (cfiguard/integrations/, docs/integrations.md).
+
+
+def harden_many(jobs, workers: int = 1, on_done=None):
+    """Harden many files (a list of `cfiguard.integrations.batch.Job`) in a pool of `workers` processes;
+    `on_done(outcome)` is called as each finishes. Returns one `Outcome` per job, in order; never raises for a
+    bad file (its outcome carries the exit code and message)."""
+    from cfiguard.integrations.batch import harden_many as _harden_many
+
+    return _harden_many(jobs, workers, on_done)
+
+
+def harden_wheel(path: str, out_dir: str, **options):
+    """Harden every ELF member of the wheel at `path` into `out_dir/<same name>` (see integrations.wheel)."""
+    from cfiguard.integrations.wheel import repair_wheel
+
+    return repair_wheel(path, out_dir, **options)
+
+
+def info(path: str) -> dict:
+    """What the `.cfiguard` manifest of `path` says (hardened or not, version, policy, coverage, date)."""
+    from cfiguard.integrations.manifest import info as _info
+
+    return _info(path)
+
+
+def cmake_dir() -> str:
+    """The directory holding cfiguardConfig.cmake (for `-Dcfiguard_DIR=`)."""
+    from cfiguard.integrations import cmake_dir as _cmake_dir
+
+    return _cmake_dir()

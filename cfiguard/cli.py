@@ -1,92 +1,81 @@
-"""Command line: a thin typer layer over cfiguard.api. No logic lives here.
+"""Command line: a thin typer layer over cfiguard.api. One module per subcommand in cfiguard/commands/.
 
-Exit codes: 0 success, 1 policy failure (--strict with unguarded sites), 2 unusable input or output.
+Exit codes: 0 success, 1 policy failure (--strict with unguarded sites, an output or a file that does not
+verify), 2 unusable input or output.
 """
 
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
 
 import typer
 
-from cfiguard.errors import CfiguardError
+from cfiguard.commands import harden as _harden
+from cfiguard.commands import info as _info
+from cfiguard.commands import verify as _verify
+from cfiguard.commands import wheel as _wheel
 
-FIRST_FINDINGS = 10  # verifier findings shown when harden's own output fails verification
+HELP = """Label-based control-flow integrity for x86-64 ELF binaries, by static rewriting.
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Label-based CFI for x86-64 ELF binaries.")
+Every indirect call, indirect jump and return of a hardened binary first checks that its target carries the
+right label; anything else stops the process with `cfiguard: CFI violation: ...` and SIGABRT.
 
+Start with `cfiguard harden --help`. Documentation: docs/index.md. Shell completion: `--install-completion`.
 
-def _fail(e: CfiguardError) -> None:
-    typer.echo(f"cfiguard: error: {e}", err=True)
-    raise typer.Exit(e.exit_code)
+**Exit codes** (every command): 0 success, 1 policy failure (a file that does not verify, unguarded sites
+under `--strict`), 2 unusable input or output, with one line `cfiguard: error: ...` on stderr.
+"""
 
-
-def _internal(what: str, e: Exception) -> None:
-    """An unexpected exception: one line and exit 2, as for unusable input; CFIGUARD_DEBUG=1 shows the trace.
-
-    Release pipelines parse our stderr and exit code; a traceback helps nobody there. Corrupt inputs that
-    slip past the ELF checks end up here too.
-    """
-    if os.environ.get("CFIGUARD_DEBUG"):
-        raise e
-    typer.echo(
-        f"cfiguard: error: {what}: internal error ({type(e).__name__}: {e}); set CFIGUARD_DEBUG=1", err=True
-    )
-    raise typer.Exit(2)
+app = typer.Typer(
+    add_completion=True,
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+    help=HELP,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 
 
-@app.command()
-def harden(
-    input: Path = typer.Argument(..., help="ELF executable or shared library to harden (never modified)."),
-    output: Path | None = typer.Option(None, "-o", "--output", help="Where to write the hardened binary."),
-    in_place: bool = typer.Option(
-        False, "--in-place", help="Replace INPUT (atomically, only after success) instead of writing -o."
-    ),
-    strict: bool = typer.Option(
-        False, "--strict", help="Fail (exit 1, no output) if any site stays unguarded."
-    ),
-    report: Path | None = typer.Option(None, "--report", help="Write a JSON report of every site here."),
-    no_verify: bool = typer.Option(
+def _cmake_dir(value: bool) -> None:
+    if value:
+        from cfiguard import api
+
+        typer.echo(api.cmake_dir())
+        raise typer.Exit(0)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from cfiguard import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    cmake_dir: bool = typer.Option(
         False,
-        "--no-verify",
-        help="Skip the independent verification of the output (by default an output that fails "
-        "`cfiguard verify` is not written, and harden exits 1).",
+        "--cmake-dir",
+        is_eager=True,
+        callback=_cmake_dir,
+        help="Print the directory of cfiguardConfig.cmake, for "
+        "`cmake -Dcfiguard_DIR=$(cfiguard --cmake-dir)` and `find_package(cfiguard CONFIG)`; then exit.",
+    ),
+    version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_version, help="Print the version and exit."
     ),
 ) -> None:
-    """Harden INPUT into OUTPUT: every indirect call, indirect jump and return checks its target's label.
+    pass
 
-    The output is checked with the independent verifier before it is written: an output that would not pass
-    `cfiguard verify` is never written (exit 1, the first findings on stderr)."""
-    from cfiguard import api
-    from cfiguard.report.harden_report import harden_report, summary_line, write_json
 
-    if (output is None) == (not in_place):
-        typer.echo("cfiguard: error: give exactly one of -o OUTPUT and --in-place", err=True)
-        raise typer.Exit(2)
-    try:
-        result = api.harden(
-            str(input), str(output or input), strict=strict, in_place=in_place, verify=not no_verify
-        )
-    except CfiguardError as e:
-        partial = getattr(e, "result", None)  # --strict: the report still says which sites and why
-        if report is not None and partial is not None:
-            write_json(str(report), harden_report(partial))
-        for f in getattr(partial, "findings", [])[:FIRST_FINDINGS]:
-            where = "" if f.address is None else f"{f.address:#x}: "
-            typer.echo(f"cfiguard: {where}{f.check}: {f.reason}", err=True)
-        _fail(e)
-        return
-    except Exception as e:  # noqa: BLE001 - see _internal
-        _internal(str(input), e)
-        return
-    if report is not None:
-        try:
-            write_json(str(report), harden_report(result))
-        except CfiguardError as e:
-            _fail(e)
-    typer.echo(summary_line(result), err=True)
+app.command("harden", help=_harden.HELP, short_help="Harden binaries (one, in place, or a batch).")(
+    _harden.harden
+)
+app.command("verify", help=_verify.HELP, short_help="Check hardened binaries independently.")(_verify.verify)
+app.command("info", help=_info.HELP, short_help="Summarize the .cfiguard manifest, checksec-style.")(
+    _info.info
+)
+app.command("wheel", help=_wheel.HELP, short_help="Harden every ELF file of a Python wheel.")(_wheel.wheel)
 
 
 @app.command()
@@ -97,47 +86,9 @@ def version() -> None:
     typer.echo(__version__)
 
 
-@app.command()
-def verify(
-    files: list[Path] = typer.Argument(..., help="Hardened ELF files to check."),
-    fmt: str = typer.Option("text", "--format", help="Report format: text, json or sarif."),
-    output: Path | None = typer.Option(
-        None, "-o", "--output", help="Write the report here instead of stdout."
-    ),
-) -> None:
-    """Check FILES independently of the rewriter: every reachable ret, indirect call and indirect jmp must be
-    guarded. Exit 0 if every file verifies, 1 if any fails, 2 if any input is unusable."""
-    from cfiguard import __version__
-    from cfiguard.verify import verify_file
-    from cfiguard.verify.report import render, status
-
-    if fmt not in ("text", "json", "sarif"):
-        typer.echo(f"cfiguard: error: unknown --format {fmt!r} (use text, json or sarif)", err=True)
-        raise typer.Exit(2)
-    results = [verify_file(str(f)) for f in files]
-    for r in results:
-        if r.error is not None:
-            typer.echo(f"cfiguard: error: {r.path}: {r.error}", err=True)
-        else:
-            n = len(r.findings)
-            typer.echo(f"cfiguard: {r.path}: {status(r)}" + (f" ({n} finding(s))" if n else ""), err=True)
-    report = render(results, fmt, __version__)
-    if output is None:
-        typer.echo(report, nl=False)
-    else:
-        try:
-            output.write_text(report)
-        except OSError as e:
-            typer.echo(f"cfiguard: error: {output}: {e.strerror or e}", err=True)
-            raise typer.Exit(2) from None
-    if any(r.error is not None for r in results):
-        raise typer.Exit(2)
-    raise typer.Exit(0 if all(r.ok for r in results) else 1)
-
-
-def main() -> None:  # pragma: no cover
-    app()
+def main() -> None:  # pragma: no cover - the console script
+    app(prog_name="cfiguard")
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())
+    sys.exit(app(prog_name="cfiguard"))
