@@ -6,7 +6,7 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 
-from cfiguard.analysis.facts import analyze
+from cfiguard.analysis.facts import analyze as analyze_facts
 from cfiguard.errors import InputError, StrictModeError, VerificationError
 from cfiguard.image.ehframe import parse_eh_frame, parse_eh_frame_hdr
 from cfiguard.image.elf import Image, load_image
@@ -85,7 +85,7 @@ def harden(
         raise InputError(f"{output_path}: --in-place writes to the input itself")
     image = load_image(input_path)
     fdes = read_fdes(image)
-    facts = analyze(image, fdes)
+    facts = analyze_facts(image, fdes)
     policy = coarse_policy(facts)
     writer = ElfWriter(image)
     demoted: list[int] = []
@@ -166,3 +166,14 @@ def cmake_dir() -> str:
     from cfiguard.integrations import cmake_dir as _cmake_dir
 
     return _cmake_dir()
+
+
+def analyze(input_path: str, policy: str = "coarse"):
+    """Precision of the label policy for `input_path`, without writing anything (`cfiguard analyze`)."""
+    from cfiguard.policy.metrics import precision
+
+    if policy != "coarse":
+        raise InputError(f"--policy {policy}: only the coarse policy is implemented (fine is planned)")
+    image = load_image(input_path)
+    facts = analyze_facts(image, read_fdes(image))
+    return facts, precision(facts, coarse_policy(facts), policy)

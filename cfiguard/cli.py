@@ -10,6 +10,7 @@ import sys
 
 import typer
 
+from cfiguard.commands import analyze as _analyze
 from cfiguard.commands import harden as _harden
 from cfiguard.commands import info as _info
 from cfiguard.commands import verify as _verify
@@ -75,6 +76,9 @@ app.command("verify", help=_verify.HELP, short_help="Check hardened binaries ind
 app.command("info", help=_info.HELP, short_help="Summarize the .cfiguard manifest, checksec-style.")(
     _info.info
 )
+app.command(
+    "analyze", help=_analyze.HELP, short_help="Report the precision of the CFI policy (writes nothing)."
+)(_analyze.analyze)
 app.command("wheel", help=_wheel.HELP, short_help="Harden every ELF file of a Python wheel.")(_wheel.wheel)
 
 
