@@ -274,15 +274,15 @@ _CHECK_INSNS = {
     7: "sub r11, r10",
     10: "cmp r11, SIZE",
     17: "jae",
-    19: "test byte [label]",
-    28: "jz",
+    23: "test byte [label]",
+    32: "jz",
 }
 _AFTER = {
-    "ret": {34: "mov r11, [rsp-8]", 39: "mov r10, [rsp-16]"},
-    "call": {34: "add r11, r10"},
-    "tailjmp": {34: "add r11, r10"},
-    "preserve": {34: "popfq", 35: "pop r10", 37: "pop r11", 39: "lea rsp, [rsp+128]"},
-    "preserve_nf": {34: "pop r10", 36: "pop r11", 38: "lea rsp, [rsp+128]"},
+    "ret": {38: "mov r11, [rsp-8]", 43: "mov r10, [rsp-16]"},
+    "call": {38: "add r11, r10"},
+    "tailjmp": {38: "add r11, r10"},
+    "preserve": {38: "popfq", 39: "pop r10", 41: "pop r11", 43: "lea rsp, [rsp+128]"},
+    "preserve_nf": {38: "pop r10", 40: "pop r11", 42: "lea rsp, [rsp+128]"},
 }
 _BEFORE = {
     "ret": {0: "mov [rsp-8], r11", 5: "mov [rsp-16], r10", 10: "mov r11, [rsp]"},

@@ -21,7 +21,7 @@ MAGIC = b"CFIGUARD"
 
 # The fixed parts of the guard templates of docs/guards.md.
 COMMON_CHECK = re.compile(rb"\x4c\x8d\x15....\x4d\x29\xd3\x49\x81\xfb", re.DOTALL)
-COMMON_LEN = 34  # the common check of docs/guards.md
+COMMON_LEN = 38  # the common check of docs/guards.md (jae rel32 to the cross-module stub)
 TEST_OFFSET = (
     19  # lea(7) + sub(3) + cmp(7) + jae(2): the label-table lookup, reached only for in-module targets
 )

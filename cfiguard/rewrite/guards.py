@@ -10,7 +10,7 @@ Common check, with `r11` holding the branch target T:
     lea   r10, [rip + LO]          ; runtime start of the module's code range
     sub   r11, r10                 ; r11 = T - lo
     cmp   r11, SIZE                ; outside [lo, hi)?
-    jae   .ok                      ; cross-module target: allowed (coarse policy)
+    jae   .outside                 ; cross-module target: the site's cross-module stub (xmod.py)
     test  byte [r10 + r11 + D], MASK
     jz    .violation               ; rel32 to this site's violation stub
   .ok:
@@ -36,7 +36,7 @@ _CHECK = """
 lea r10, [rip + 0x11223344]
 sub r11, r10
 cmp r11, 0x22334455
-jae ok
+jae 0x50000000
 test byte ptr [r10 + r11 + 0x33445566], 0x77
 jz 0x40000000
 ok:
@@ -86,6 +86,12 @@ class Template:
     d_field: int  # disp32 of test
     mask_field: int  # imm8 of test
     viol_field: int  # rel32 of jz; rip = offset viol_field + 4
+    xmod_field: int = -1  # rel32 of jae (out of range: the cross-module stub); rip = offset + 4
+
+    @property
+    def ok(self) -> int:
+        """Offset of `.ok`, just after the check (where the cross-module stub comes back to)."""
+        return self.viol_field + 4
 
 
 @cache
@@ -112,15 +118,26 @@ def template(name: str) -> Template:
             if size != 6:
                 raise RewriteError("guard template: jz is not rel32")
             fields["viol"] = addr + size - 4
+        elif mnem == "jae":
+            if size != 6:
+                raise RewriteError("guard template: jae is not rel32")
+            fields["xmod"] = addr + size - 4
     if name.endswith("_head"):
         return Template(code, -1, -1, -1, -1, -1)
-    return Template(code, fields["lo"], fields["size"], fields["d"], fields["mask"], fields["viol"])
+    return Template(
+        code, fields["lo"], fields["size"], fields["d"], fields["mask"], fields["viol"], fields["xmod"]
+    )
 
 
-def instantiate(t: Template, at: int, lo: int, size: int, d: int, mask: int, viol: int) -> bytearray:
-    """Template `t` placed at address `at`, checking against [lo, lo+size), table distance d, violation stub viol."""
+def instantiate(
+    t: Template, at: int, lo: int, size: int, d: int, mask: int, viol: int, xmod: int | None = None
+) -> bytearray:
+    """Template `t` placed at address `at`, checking against [lo, lo+size), table distance d, violation stub
+    viol; a target outside [lo, lo+size) goes to the site's cross-module stub xmod."""
     b = bytearray(t.code)
     b[t.lo_field : t.lo_field + 4] = _s32(lo - (at + t.lo_field + 4))
+    if xmod is not None:
+        b[t.xmod_field : t.xmod_field + 4] = _s32(xmod - (at + t.xmod_field + 4))
     b[t.size_field : t.size_field + 4] = _s32(size)
     b[t.d_field : t.d_field + 4] = _s32(d)
     b[t.mask_field] = mask

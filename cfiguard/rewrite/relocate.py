@@ -180,11 +180,13 @@ def emit_function(
     viol_stub: callable,
     return_labels: list[int],
     pointer: callable = lambda a: a,
+    x_stub: callable = lambda site, kind, ok: None,
 ) -> bytes:
     """Bytes of the relocated function at plan.new_start.
 
     resolve(old_target) gives the address a direct branch must now go to; viol_stub(old_site, kind) gives the
-    address of the site's violation stub; return sites of calls are appended to return_labels (new addresses);
+    address of the site's violation stub; x_stub(old_site, kind, ok) that of its cross-module stub, which
+    returns to `ok` (the guard's .ok) when the target outside the module may be taken; return sites of calls are appended to return_labels (new addresses);
     pointer(address) gives what a rip-relative operand must now reach (new address of a redirected entry).
     """
     fc = plan.fc
@@ -218,8 +220,16 @@ def emit_function(
             plan.switch_at[at] = s.old
         elif k in ("ret", "ret_scratch"):
             t = template(k)
+            v = viol_stub(s.old, "ret")
             out += instantiate(
-                t, at, layout.lo, layout.size, layout.table_distance, RET_MASK, viol_stub(s.old, "ret")
+                t,
+                at,
+                layout.lo,
+                layout.size,
+                layout.table_distance,
+                RET_MASK,
+                v,
+                x_stub(s.old, "ret", at + t.ok),
             )
             out += raw[-3:] if len(raw) >= 3 and raw[-3] == 0xC2 else b"\xc3"
             plan.sites.append((s.old, "ret", "inline"))
@@ -229,8 +239,10 @@ def emit_function(
             kind = "call" if k == "icall" else "jmp"
             mask = CALL_MASK if k == "icall" else JMP_MASK
             out += mov
+            g = at + len(mov)
+            v = viol_stub(s.old, kind)
             out += instantiate(
-                t, at + len(mov), layout.lo, layout.size, layout.table_distance, mask, viol_stub(s.old, kind)
+                t, g, layout.lo, layout.size, layout.table_distance, mask, v, x_stub(s.old, kind, g + t.ok)
             )
             if k == "icall" and s.old not in facts.noreturn_calls:
                 return_labels.append(plan.new_start + len(out))
@@ -242,9 +254,9 @@ def emit_function(
             t = template(k)
             guard_at = at + len(head) + len(mov)
             out += head + mov
-            out += instantiate(
-                t, guard_at, layout.lo, layout.size, layout.table_distance, JMP_MASK, viol_stub(s.old, "jmp")
-            )
+            v = viol_stub(s.old, "jmp")
+            x = x_stub(s.old, "jmp", guard_at + t.ok)
+            out += instantiate(t, guard_at, layout.lo, layout.size, layout.table_distance, JMP_MASK, v, x)
             jmp_at = plan.new_start + len(out)
             if k != base_kind:
                 pass  # the template ends in the jmp through the checked register

@@ -25,6 +25,7 @@ from cfiguard.disasm.decode import decode_range
 from cfiguard.errors import CfiguardError, RewriteError
 from cfiguard.image.lsda import parse_lsda
 from cfiguard.policy.labels import CALL, JMP, RET, Policy
+from cfiguard.rewrite import xmod
 from cfiguard.rewrite.encode import s32 as encode_s32
 from cfiguard.rewrite.handler import handler_code
 from cfiguard.rewrite.redirect import fast_redirects, redirect_patches, redirectable, relative_relocations
@@ -96,7 +97,18 @@ def rewrite(facts: ModuleFacts, policy: Policy, code_vaddr: int, rodata_reserve:
         for p in plans.values()
     )
     stubs_vaddr = _align(cur, FUNC_ALIGN)
-    handler_vaddr = stubs_vaddr + n_sites * VIOL_STUB_SIZE
+    n_kind = {"ret": 0, "call": 0, "jmp": 0}
+    for p in plans.values():
+        for s in p.specials:
+            if s.kind in ("ret", "ret_scratch"):
+                n_kind["ret"] += 1
+            elif s.kind == "icall":
+                n_kind["call"] += 1
+            elif s.kind == "tailjmp" or s.kind.startswith("preserve"):
+                n_kind["jmp"] += 1
+    xstubs_vaddr = stubs_vaddr + n_sites * VIOL_STUB_SIZE
+    xstubs_size = sum(n * xmod.stub_size(k) for k, n in n_kind.items())
+    handler_vaddr = xstubs_vaddr + xstubs_size
     code_end = handler_vaddr + len(handler_code())
     # From the page start: the kernel maps the whole first page executable, including any bytes of the file
     # before the segment (lld starts segments mid-page); inside [lo, hi) they carry no label.
@@ -128,6 +140,15 @@ def rewrite(facts: ModuleFacts, policy: Policy, code_vaddr: int, rodata_reserve:
         slot, _ = stubs.setdefault(site, (len(stubs), kind))
         return stubs_vaddr + slot * VIOL_STUB_SIZE
 
+    xstubs: list[tuple[int, str, int, int]] = []  # (address, kind, ok, violation stub)
+    x_next = [xstubs_vaddr]
+
+    def x_stub(site: int, kind: str, ok: int) -> int:
+        at = x_next[0]
+        x_next[0] += xmod.stub_size(kind)
+        xstubs.append((at, kind, ok, viol_stub(site, kind)))
+        return at
+
     resolve = _resolver(facts, plans)
     fast = fast_redirects(facts, set(plans), choice.relatives) - choice.redirected
     return_labels: list[int] = []
@@ -142,10 +163,18 @@ def rewrite(facts: ModuleFacts, policy: Policy, code_vaddr: int, rodata_reserve:
             viol_stub,
             return_labels,
             lambda a: resolve(a) if a in choice.redirected or a in fast else a,
+            x_stub,
         )
     code += b"\xcc" * (stubs_vaddr - code_vaddr - len(code))
     for site, (slot, kind) in stubs.items():
         code += violation_stub(stubs_vaddr + slot * VIOL_STUB_SIZE, site, kind, lo, handler_vaddr)
+    mod_lo = min(s.vaddr for s in image.segments) & -PAGE
+    mod_size = table_vaddr + size - mod_lo  # everything this module maps, the new segments included
+    for at, kind, ok, bad in xstubs:
+        assert code_vaddr + len(code) == at
+        code += xmod.xmod_stub(at, kind, lo, mod_lo, mod_size, ok, bad)
+    if code_vaddr + len(code) != handler_vaddr:
+        raise RewriteError("cross-module stubs do not fill their planned space")
     if len(stubs) != n_sites:
         raise RewriteError(f"planned {n_sites} guarded sites, emitted {len(stubs)}")
     code += handler_code()
@@ -183,7 +212,9 @@ def rewrite(facts: ModuleFacts, policy: Policy, code_vaddr: int, rodata_reserve:
             "table": table_vaddr,
             "table_distance": table_vaddr - lo,
             "code": [code_vaddr, code_end],
-            "violation_stubs": [stubs_vaddr, handler_vaddr],
+            "violation_stubs": [stubs_vaddr, xstubs_vaddr],
+            "xmod_stubs": [xstubs_vaddr, handler_vaddr],
+            "module": [mod_lo, mod_lo + mod_size],
             "handler": handler_vaddr,
             "classes": {"ret": RET, "call": CALL, "jmp": JMP},
             # Provenance, for `cfiguard info` (the verifier does not read these). No wall-clock time: the

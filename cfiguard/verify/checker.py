@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import capstone
 
 from cfiguard.verify import elf as elfmod
+from cfiguard.verify import guards as G
 from cfiguard.verify.dispatch import prove
 from cfiguard.verify.elf import PAGE, PF_W, PF_X, Elf, Malformed
 from cfiguard.verify.guards import MASK, Unit, match_unit, near_miss, stub_problem
@@ -74,6 +75,7 @@ CHECKS = {
     "guard-range": "A guard's code range (lea target, cmp size) does not match the layout.",
     "guard-table": "A guard reads labels at a different table distance.",
     "guard-stub": "A guard's jz does not go to a well-formed violation stub that jumps to the handler.",
+    "guard-xmod": "A guard's out-of-range jae does not go to its own well-formed cross-module stub.",
     "guard-operand": "A preserving jmp guard checks a different operand than the one it jumps through.",
     "guard-decode": "Capstone decodes a guard unit differently from its template.",
     "handler": "The violation handler is missing or contains a ret or an indirect branch.",
@@ -163,6 +165,8 @@ class Verifier:
         self.work: list[tuple[int, int | str]] = []
         self.insns = 0
         self.vex = 0  # instructions only the VEX/EVEX length decoder knew
+        self.xstubs = 0
+        self.module: tuple[int, int] | None = None  # the module's loaded span, from the manifest, checked
         self.labels = 0
         self.table: bytes | None = None
         self.lo = self.size = self.distance = self.handler = 0
@@ -189,6 +193,7 @@ class Verifier:
             return
         self.lo, self.size, self.distance = manifest["lo"], manifest["size"], manifest["table_distance"]
         self.handler = manifest["handler"]
+        self._module(manifest.get("module"))
         self._layout(manifest["table"])
         self.code = [
             _Code(s.vaddr, elf.data[s.offset : s.offset + s.filesz]) for s in elf.loads if s.flags & PF_X
@@ -255,6 +260,23 @@ class Verifier:
         stack = [s for s in elf.segments if s.type == elfmod.PT_GNU_STACK]
         if not stack or stack[0].flags & PF_X:
             self.add("exec-stack", None, "PT_GNU_STACK is missing or executable")
+
+    def _module(self, module: object) -> None:
+        """The module's loaded span, which cross-module stubs treat as "this module, not code": it must cover
+        every PT_LOAD, or an address of the module's own data would pass as another module's."""
+        loads = self.elf.loads
+        ok = (
+            isinstance(module, list)
+            and len(module) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in module)
+            and module[0] <= min(s.vaddr for s in loads) & -PAGE
+            and module[1] >= max(s.end for s in loads)
+            and 0 < module[1] - module[0] < 1 << 32
+        )
+        if ok:
+            self.module = (module[0], module[1])
+        else:
+            self.add("manifest", None, f"module span {module!r} does not cover every PT_LOAD")
 
     def _relocated_slots(self) -> None:
         """ld.so writes every relocation slot: none may lie in the pages of code or of the label table."""
@@ -671,7 +693,31 @@ class Verifier:
             self._stubs[key] = problem
         if self._stubs[key]:
             self.add("guard-stub", u.branch, f"{where}: {self._stubs[key]}")
-        self.work.append((u.stub, u.check + 28))
+        self.work.append((u.stub, u.check + 32))
+        self._xstub(u)
+
+    def _xstub(self, u: Unit) -> None:
+        """The guard's out-of-range branch must reach its own cross-module stub (exact form), which goes back
+        only to this guard's .ok or to its violation stub. Its bytes then belong to no other decoding."""
+        sc = self._code_at(u.xmod)
+        where = f"the {u.kind} guard at {u.start:#x}"
+        if sc is None or self.module is None:
+            self.add(
+                "guard-xmod", u.branch, f"{where}: jae target {u.xmod:#x} is not a cross-module stub in code"
+            )
+            return
+        k = u.xmod - sc.vaddr
+        ok = u.check + G.CHECK_LEN
+        problem = G.xstub_problem(sc.data, k, sc.vaddr, u.kind, self.lo, self.module, ok, u.stub)
+        if problem:
+            self.add("guard-xmod", u.branch, f"{where}: {problem}")
+            return
+        n = len((G.XRET if u.kind == "ret" else G.XFWD)[0])
+        st = sc.state
+        if any(st[k : k + n]) and st[k : k + n] != bytes([GUARDED]) * n:
+            self.add("inside-guard", u.xmod, f"the cross-module stub at {u.xmod:#x} overlaps decoded code")
+        st[k : k + n] = bytes([GUARDED]) * n
+        self.xstubs += 1
 
     def _dispatch(self, code: _Code, k: int) -> bool:
         """An unguarded jmp that is a switch dispatch: prove the bound, check the table, queue its targets."""
@@ -868,6 +914,7 @@ def verify_bytes(data: bytes, path: str = "<memory>") -> Result:
         "guards": dict(sorted(v.guards.items())),
         "switches": v.switches,
         "vex_decoded": v.vex,
+        "xmod_stubs": v.xstubs,
         "labels": v.labels,
         "seconds": round(time.monotonic() - t0, 3),
     }

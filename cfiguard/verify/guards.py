@@ -12,10 +12,15 @@ Common check, 34 bytes, r11 = target T:
     4c 8d 15 LO32        lea  r10, [rip + LO]         LO resolves to lo
     4d 29 d3             sub  r11, r10
     49 81 fb SIZE32      cmp  r11, SIZE               SIZE = hi - lo
-    73 0f                jae  .ok                     (end of the check)
+    0f 83 XMOD32         jae  cross-module stub       (a target outside [lo, hi): see below)
     43 f6 84 1a D32 M8   test byte ptr [r10 + r11 + D], M
     0f 84 VIOL32         jz   violation stub
   .ok:
+
+The cross-module stub of a site (one per guard, after the violation stubs) is matched byte for byte as well
+(XFWD for calls and jumps, XRET for returns); its fields must name lo, the module's loaded span (checked
+against the PT_LOADs), this guard's `.ok` and this guard's violation stub. It only reads memory and jumps to
+one of those two, so it needs no decoding of its own.
 """
 
 from __future__ import annotations
@@ -27,15 +32,83 @@ RET, CALL, JMP = 1, 2, 4
 MASK = {"ret": RET, "call": CALL, "jmp": CALL | JMP}
 KIND_CODE = {"call": 0, "jmp": 1, "ret": 2}  # edx of the violation stub
 
-# The check, as (offset, fixed bytes); the gaps hold LO32 @3, SIZE32 @13, D32 @23, M8 @27, VIOL32 @30.
+# The check, as (offset, fixed bytes); the gaps hold LO32 @3, SIZE32 @13, XMOD32 @19, D32 @27, M8 @31,
+# VIOL32 @34.
 CHECK = (
     (0, b"\x4c\x8d\x15"),
     (7, b"\x4d\x29\xd3\x49\x81\xfb"),
-    (17, b"\x73\x0f\x43\xf6\x84\x1a"),
-    (28, b"\x0f\x84"),
+    (17, b"\x0f\x83"),
+    (23, b"\x43\xf6\x84\x1a"),
+    (32, b"\x0f\x84"),
 )
-CHECK_LEN = 34
-CHECK_INSNS = (0, 7, 10, 17, 19, 28)  # instruction starts inside the check, for the capstone cross-check
+CHECK_LEN = 38
+CHECK_INSNS = (0, 7, 10, 17, 23, 32)  # instruction starts inside the check, for the capstone cross-check
+
+
+def _stub_form(text: str) -> tuple[bytes, dict[str, list[int]]]:
+    """Hex with named 4-byte fields (`<lo>`, ...): the fixed bytes (fields zeroed) and the field offsets."""
+    out, fields = bytearray(), {}
+    for tok in text.split():
+        if tok.startswith("<"):
+            fields.setdefault(tok[1:-1], []).append(len(out))
+            out += bytes(4)
+        else:
+            out += bytes.fromhex(tok)
+    return bytes(out), fields
+
+
+# add r11, r10; lea r10, [rip + modlo]; neg r10; add r10, r11; cmp r10, <modsize>; jb bad;
+# lea r10, [rip + lo]; sub r11, r10; jmp ok; bad: lea r10, [rip + lo]; sub r11, r10; jmp viol
+XFWD = _stub_form(
+    "4d01d3 4c8d15 <modlo> 49f7da 4d01da 4981fa <modsize> 720f 4c8d15 <lo> 4d29d3 e9 <ok> 4c8d15 <lo> 4d29d3 e9 <bad>"
+)
+# The same two first checks, then: a call ends at T (e8 rel32, or ff /2 of 2, 3, 4, 6, 7 bytes), or T is the
+# signal restorer (48 c7 c0 0f 00 00 00 0f 05) or __start_context (48 89 dc 48 8b 3c 24); else bad.
+XRET = _stub_form(
+    "4d01d3 4c8d15 <modlo> 49f7da 4d01da 4981fa <modsize> 0f82b5000000"
+    " 41807bfbe8 0f84b9000000"
+    " 450fb753fe 4181e2ff380000 4181faff100000 0f84a0000000"
+    " 450fb753fd 4181e2ff380000 4181faff100000 0f8487000000"
+    " 450fb753fc 4181e2ff380000 4181faff100000 7472"
+    " 450fb753fa 4181e2ff380000 4181faff100000 745d"
+    " 450fb753f9 4181e2ff380000 4181faff100000 7448"
+    " 458b13 4181fa48c7c00f 7511 41817b04 0000000f 7507 41807b0805 742b"
+    " 458b13 4181fa4889dc48 7510 6641817b048b3c 7507 41807b0624 740f"
+    " 4c8d15 <lo> 4d29d3 e9 <bad> 4c8d15 <lo> 4d29d3 e9 <ok>"
+)
+
+
+def xstub_problem(
+    b: bytes, i: int, vaddr: int, kind: str, lo: int, module: tuple[int, int], ok: int, bad: int
+) -> str | None:
+    """Why the bytes at b[i] are not the cross-module stub of a `kind` guard whose .ok is `ok` and whose
+    violation stub is `bad`, for code range start `lo` and loaded span `module`."""
+    fixed, fields = XRET if kind == "ret" else XFWD
+    raw = b[i : i + len(fixed)] if i >= 0 else b""
+    if len(raw) != len(fixed):
+        return "cross-module stub does not lie in executable code"
+    masked = bytearray(raw)
+    for offs in fields.values():
+        for o in offs:
+            masked[o : o + 4] = bytes(4)
+    if bytes(masked) != fixed:
+        return "jae target is not a cross-module stub of the expected form"
+
+    def target(o: int) -> int:
+        return vaddr + i + o + 4 + _s32(raw, o)
+
+    if any(target(o) != lo for o in fields["lo"]):
+        return "cross-module stub restores a different lo"
+    if target(fields["modlo"][0]) != module[0]:
+        return "cross-module stub uses a different module start"
+    if struct.unpack_from("<I", raw, fields["modsize"][0])[0] != module[1] - module[0]:
+        return "cross-module stub uses a different module size"
+    if target(fields["ok"][0]) != ok:
+        return "cross-module stub does not return to its guard's .ok"
+    if target(fields["bad"][0]) != bad:
+        return "cross-module stub does not fail to its guard's violation stub"
+    return None
+
 
 # mov [rsp-8], r11; mov [rsp-16], r10; mov r11, [rsp]
 RET_HEAD = b"\x4c\x89\x5c\x24\xf8\x4c\x89\x54\x24\xf0\x4c\x8b\x1c\x24"
@@ -92,6 +165,7 @@ class Unit:
     stub: int  # absolute jz target
     insns: tuple[int, ...]  # every instruction start inside the unit (for the capstone cross-check)
     problem: str | None = None  # a structural defect found after the unit matched (operand mismatch)
+    xmod: int = 0  # absolute jae target: the site's cross-module stub
 
 
 def modrm_insn(b: bytes, i: int, prefixes: frozenset[int]) -> tuple[int, int, int, Operand, int] | None:
@@ -157,9 +231,10 @@ def _check_at(
         c,
         lo=c + 7 + _s32(b, i + 3),
         size=struct.unpack_from("<I", b, i + 13)[0],
-        distance=_s32(b, i + 23),
-        mask=b[i + 27],
-        stub=c + CHECK_LEN + _s32(b, i + 30),
+        distance=_s32(b, i + 27),
+        mask=b[i + 31],
+        stub=c + CHECK_LEN + _s32(b, i + 34),
+        xmod=c + 23 + _s32(b, i + 19),
         insns=tuple(insns + [c + o for o in CHECK_INSNS]),
     )
 
@@ -285,7 +360,7 @@ def near_miss(b: bytes, i: int, vaddr: int, kind: str) -> str:
         "jmp": [JMP_TAIL[:3], PRESERVE_TAIL, PRESERVE_TAIL[1:]],
         "ret": [RET_TAIL, b""],
     }[kind]
-    names = {0: "lea r10", 7: "sub/cmp", 17: "jae/test", 28: "jz"}
+    names = {0: "lea r10", 7: "sub/cmp", 17: "jae", 23: "test", 32: "jz"}
     for tail in tails:
         c = i - len(tail) - CHECK_LEN
         if c < 0 or b[i - len(tail) : i] != tail:

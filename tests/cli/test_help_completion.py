@@ -72,8 +72,9 @@ def test_version_flag_and_command() -> None:
 
 
 def test_show_completion_script() -> None:
-    """The bash script (the shell detected here; zsh and fish come from the same typer machinery)."""
-    p = cfiguard("--show-completion")
+    """The bash script (named: detecting the shell depends on the parent processes, which differ under CI;
+    zsh and fish come from the same typer machinery)."""
+    p = cfiguard("--show-completion", "bash")
     assert p.returncode == 0 and "_CFIGUARD_COMPLETE" in p.stdout, p.stdout
 
 

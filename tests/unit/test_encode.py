@@ -101,9 +101,9 @@ def test_ret_template_exact_bytes() -> None:
         "4c8d1544332211"
         "4d29d3"
         "4981fb55443322"
-        "730f"  # lea r10; sub; cmp; jae .ok
+        "0f83dbffff4f"  # lea r10; sub; cmp; jae (rel32 to the cross-module stub, placeholder 0x50000000)
         "43f6841a6655443377"
-        "0f84d0ffff3f"  # test byte [r10+r11+D], M; jz
+        "0f84ccffff3f"  # test byte [r10+r11+D], M; jz
         "4c8b5c24f8"
         "4c8b5424f0"  # restore r11, r10
     )

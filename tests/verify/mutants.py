@@ -18,9 +18,9 @@ from elftools.elf.elffile import ELFFile
 
 PF_X, PF_W = 1, 2
 CHECK = re.compile(
-    rb"\x4c\x8d\x15.{4}\x4d\x29\xd3\x49\x81\xfb.{4}\x73\x0f\x43\xf6\x84\x1a.{4}.\x0f\x84.{4}", re.S
+    rb"\x4c\x8d\x15.{4}\x4d\x29\xd3\x49\x81\xfb.{4}\x0f\x83.{4}\x43\xf6\x84\x1a.{4}.\x0f\x84.{4}", re.S
 )
-CHECK_LEN = 34
+CHECK_LEN = 38
 TAILS = {  # bytes right after the check -> (kind, offset of the branch after the check)
     bytes.fromhex("4d01d341ffd3"): ("call", 3),
     bytes.fromhex("4d01d341ffe3"): ("jmp", 3),
@@ -123,7 +123,7 @@ class Binary:
             if tail is None:
                 continue
             kind, branch = TAILS[tail]
-            stub = c + CHECK_LEN + struct.unpack_from("<i", code, m.start() + 30)[0]
+            stub = c + CHECK_LEN + struct.unpack_from("<i", code, m.start() + 34)[0]
             site = struct.unpack("<Q", self.read(stub + 2, 8))[0]
             out.append(Guard(c, kind, c + CHECK_LEN + branch, stub, site))
         return out

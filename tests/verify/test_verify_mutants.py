@@ -86,7 +86,7 @@ def test_wrong_class_mask(built: Built, tmp_path: Path, func: str, kind: str) ->
     """(b) A guard that tests another class: a ret guard accepting call targets, a call guard accepting returns."""
     b = Binary(built.hardened)
     g = guard_in(b, built, func, kind)
-    b.write(g.check + 27, bytes([{"ret": 2, "call": 1}[kind]]))
+    b.write(g.check + 31, bytes([{"ret": 2, "call": 1}[kind]]))
     assert has(findings(b.save(tmp_path / "m")), "guard-class", g.branch)
 
 
@@ -94,8 +94,8 @@ def test_wrong_table_distance(built: Built, tmp_path: Path) -> None:
     """(b) A guard that reads its labels somewhere else than the table."""
     b = Binary(built.hardened)
     g = guard_in(b, built, "main", "ret")
-    (d,) = struct.unpack("<i", b.read(g.check + 23, 4))
-    b.write(g.check + 23, struct.pack("<i", d - 0x1000))
+    (d,) = struct.unpack("<i", b.read(g.check + 27, 4))
+    b.write(g.check + 27, struct.pack("<i", d - 0x1000))
     assert has(findings(b.save(tmp_path / "m")), "guard-table", g.branch)
 
 
@@ -141,7 +141,7 @@ def test_guard_without_jz(built: Built, tmp_path: Path, func: str, kind: str) ->
     """(f) The guard's jz replaced by NOPs: the check no longer stops anything, so the branch is unguarded."""
     b = Binary(built.hardened)
     g = guard_in(b, built, func, kind)
-    b.write(g.check + 28, b"\x90" * 6)
+    b.write(g.check + 32, b"\x90" * 6)
     assert has(findings(b.save(tmp_path / "m")), "unguarded", g.branch, "expected jz")
 
 
@@ -222,3 +222,33 @@ def test_verifier_imports_nothing_from_the_rewriter() -> None:
                 names = [node.module or ""]
             for n in names:
                 assert not n.startswith(forbidden), f"{path.name} imports {n}"
+
+
+@pytest.mark.parametrize("func,kind", [("main", "ret"), ("apply", "call")])
+def test_out_of_range_branch_skips_the_cross_module_stub(
+    built: Built, tmp_path: Path, func: str, kind: str
+) -> None:
+    """(x) The guard's jae goes straight to its .ok: a target outside the module would pass unchecked."""
+    b = Binary(built.hardened)
+    g = guard_in(b, built, func, kind)
+    ok = g.check + 38
+    b.write(g.check + 19, struct.pack("<i", ok - (g.check + 23)))
+    assert has(findings(b.save(tmp_path / "m")), "guard-xmod", g.branch)
+
+
+@pytest.mark.parametrize("field", ["modsize", "ok"])
+def test_cross_module_stub_fields(built: Built, tmp_path: Path, field: str) -> None:
+    """(x) A stub that treats less of the module as its own, or that goes back to another place."""
+    b = Binary(built.hardened)
+    g = guard_in(b, built, "main", "ret")
+    (rel,) = struct.unpack("<i", b.read(g.check + 19, 4))
+    x = g.check + 23 + rel
+    if field == "modsize":  # cmp r10, imm32 at offset 16..20 of the stub (after add, lea, neg, add)
+        (n,) = struct.unpack("<I", b.read(x + 19, 4))
+        b.write(x + 19, struct.pack("<I", n // 2))
+    else:  # the jmp back to .ok is the last instruction of the ret stub (240 bytes): its rel32 at 236
+        assert b.read(x + 235, 1) == b"\xe9"
+        (rel2,) = struct.unpack("<i", b.read(x + 236, 4))
+        assert x + 240 + rel2 == g.check + 38  # it does go back to the guard's .ok
+        b.write(x + 236, struct.pack("<i", rel2 + 1))
+    assert has(findings(b.save(tmp_path / "m")), "guard-xmod", g.branch)
