@@ -68,6 +68,7 @@ def harden(
     strict: bool = False,
     in_place: bool = False,
     verify: bool = True,
+    race_free_returns: bool = False,
 ) -> HardenResult:
     """Harden `input_path` into `output_path`. The input is never modified, unless `in_place` is given: then
     output_path must be input_path, and it is replaced atomically only after everything succeeded.
@@ -76,6 +77,9 @@ def harden(
     public API only) before anything is written. A switch dispatch that the rewriter proved safe but the
     verifier cannot re-prove is guarded instead, and the module rewritten, so that "safe" means the same to
     both. An output that still does not verify raises VerificationError and nothing is written.
+
+    `race_free_returns`: returns of functions that clobber r10/r11 pop their address and jump through the
+    checked register (no check-then-use window; unpairs the return-stack buffer: docs/guards.md).
     """
     t0 = time.monotonic()
     same = os.path.realpath(input_path) == os.path.realpath(output_path)
@@ -91,7 +95,9 @@ def harden(
     demoted: list[int] = []
     verify_seconds = 0.0
     for round_ in range(MAX_PROOF_ROUNDS):
-        rw: Rewritten = rewrite(facts, policy, writer.first_free_vaddr(), writer.rodata_reserve())
+        rw: Rewritten = rewrite(
+            facts, policy, writer.first_free_vaddr(), writer.rodata_reserve(), race_free_returns
+        )
         result = HardenResult(
             input_path, output_path, rw.sites, rw.not_relocated, len(facts.functions), rw.relocated, 0.0
         )

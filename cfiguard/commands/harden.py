@@ -87,6 +87,13 @@ def harden(
         help="Skip the independent verification of the output (by default an output that fails "
         "`cfiguard verify` is not written, and harden exits 1).",
     ),
+    race_free_returns: bool = typer.Option(
+        False,
+        "--race-free-returns",
+        help="Returns of functions that clobber r10/r11 pop their address and jump through the checked "
+        "register: no other thread can swap it between check and use, at the cost of the return-stack "
+        "buffer's prediction (docs/guards.md has the measured cost).",
+    ),
     policy: str = typer.Option(
         "coarse",
         "--policy",
@@ -144,6 +151,7 @@ def harden(
             strict=strict,
             verify=not no_verify,
             policy=policy,
+            race_free_returns=race_free_returns,
             report=None if rep is None else str(rep),
             cache=None if cache is None else os.fspath(cache),
         )

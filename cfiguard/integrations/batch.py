@@ -29,13 +29,15 @@ class Job:
     strict: bool = False
     verify: bool = True
     policy: str = "coarse"
+    race_free_returns: bool = False
     report: str | None = None
     cache: str | None = None
     label: str | None = None  # the name shown instead of `input` (e.g. a member of a wheel)
 
     def options(self) -> dict:
         """What the output bytes depend on, besides the input and cfiguard itself (the cache key)."""
-        return {"strict": self.strict, "verify": self.verify, "policy": self.policy}
+        opts = {"strict": self.strict, "verify": self.verify, "policy": self.policy}
+        return opts | ({"race_free_returns": True} if self.race_free_returns else {})
 
 
 @dataclass
@@ -126,7 +128,12 @@ def harden_one(job: Job) -> Outcome:
                     out.details += _details(doc)
                     return out
         result = api.harden(
-            job.input, job.output, strict=job.strict, in_place=job.in_place, verify=job.verify
+            job.input,
+            job.output,
+            strict=job.strict,
+            in_place=job.in_place,
+            verify=job.verify,
+            race_free_returns=job.race_free_returns,
         )
     except CfiguardError as e:
         partial = getattr(e, "result", None)  # --strict: the report still says which sites and why

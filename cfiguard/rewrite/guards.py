@@ -53,6 +53,10 @@ _TEMPLATES = {
     # For a function that already clobbers r10 and r11 itself (so no caller can rely on them, see
     # analysis.facts._scratch_clobbers), the return guard need not save them.
     "ret_scratch": "mov r11, qword ptr [rsp]\n" + _CHECK,
+    # Race-free return (--race-free-returns), for a function that clobbers r10 and r11 itself: the return
+    # address is popped once and the jump goes through the checked register, so no other thread can swap the
+    # stack slot between check and use. The cost: `jmp r11` does not pop the return-stack buffer.
+    "ret_pop": "pop r11\n" + _CHECK + "add r11, r10\njmp r11\n",
     "call": _CHECK + "add r11, r10\ncall r11\n",
     "tailjmp": _CHECK + "add r11, r10\njmp r11\n",
     "preserve_head": "lea rsp, [rsp - 128]\npush r11\npush r10\npushfq\n",

@@ -73,7 +73,7 @@ class FunctionPlan:
         return self.new_start + (old - self.start) + self.growth[k]
 
 
-def plan_function(fc: FunctionCode, facts: ModuleFacts) -> FunctionPlan:
+def plan_function(fc: FunctionCode, facts: ModuleFacts, race_free_returns: bool = False) -> FunctionPlan:
     """Classify the special instructions of `fc` and size their emission. Raises RewriteError if impossible."""
     d = fc.dec
     specials: list[Special] = []
@@ -85,6 +85,9 @@ def plan_function(fc: FunctionCode, facts: ModuleFacts) -> FunctionPlan:
         if m == "ret":
             extra = 3 if op else 1
             name = "ret_scratch" if fc.func.start in facts.scratch_clobbered else "ret"
+            if name == "ret_scratch" and race_free_returns and not op:
+                specials.append(Special(i, a, "ret_pop", len(template("ret_pop").code)))
+                continue
             specials.append(Special(i, a, name, len(template(name).code) + extra))
         elif m in ("call", "jmp") and op.startswith("0x"):
             specials.append(Special(i, a, m, 5, target=int(op, 16)))
@@ -218,6 +221,20 @@ def emit_function(
             out += raw
             plan.sites.append((s.old, "jmp", "switch"))
             plan.switch_at[at] = s.old
+        elif k == "ret_pop":
+            t = template(k)
+            v = viol_stub(s.old, "ret")
+            out += instantiate(
+                t,
+                at,
+                layout.lo,
+                layout.size,
+                layout.table_distance,
+                RET_MASK,
+                v,
+                x_stub(s.old, "ret", at + t.ok),
+            )
+            plan.sites.append((s.old, "ret", "inline"))
         elif k in ("ret", "ret_scratch"):
             t = template(k)
             v = viol_stub(s.old, "ret")

@@ -78,9 +78,15 @@ class Rewritten:
     switch_sites: dict[int, int] = field(default_factory=dict)  # new address -> original site (safe switches)
 
 
-def rewrite(facts: ModuleFacts, policy: Policy, code_vaddr: int, rodata_reserve: int = 0) -> Rewritten:
+def rewrite(
+    facts: ModuleFacts,
+    policy: Policy,
+    code_vaddr: int,
+    rodata_reserve: int = 0,
+    race_free_returns: bool = False,
+) -> Rewritten:
     image = facts.image
-    choice = _choose(facts, policy)
+    choice = _choose(facts, policy, race_free_returns)
     plans = choice.plans
     # --- 2. layout
     cur = code_vaddr
@@ -92,7 +98,8 @@ def rewrite(facts: ModuleFacts, policy: Policy, code_vaddr: int, rodata_reserve:
         sum(
             1
             for s in p.specials
-            if s.kind in ("ret", "ret_scratch", "icall", "tailjmp") or s.kind.startswith("preserve")
+            if s.kind in ("ret", "ret_scratch", "ret_pop", "icall", "tailjmp")
+            or s.kind.startswith("preserve")
         )
         for p in plans.values()
     )
@@ -100,7 +107,7 @@ def rewrite(facts: ModuleFacts, policy: Policy, code_vaddr: int, rodata_reserve:
     n_kind = {"ret": 0, "call": 0, "jmp": 0}
     for p in plans.values():
         for s in p.specials:
-            if s.kind in ("ret", "ret_scratch"):
+            if s.kind in ("ret", "ret_scratch", "ret_pop"):
                 n_kind["ret"] += 1
             elif s.kind == "icall":
                 n_kind["call"] += 1
@@ -248,7 +255,7 @@ class _Choice:
     relatives: dict[int, list[int]]
 
 
-def _choose(facts: ModuleFacts, policy: Policy) -> _Choice:
+def _choose(facts: ModuleFacts, policy: Policy, race_free_returns: bool = False) -> _Choice:
     """Plan every function that holds a site; drop those whose forwarding jumps cannot be placed, to a fixpoint."""
     with_sites = {s.function for s in facts.sites}
     plans: dict[int, FunctionPlan] = {}
@@ -261,7 +268,7 @@ def _choose(facts: ModuleFacts, policy: Policy) -> _Choice:
             rejected[start] = fc.problem
             continue
         try:
-            plans[start] = plan_function(fc, facts)
+            plans[start] = plan_function(fc, facts, race_free_returns)
         except CfiguardError as e:
             rejected[start] = str(e)
     limits = _old_limits(facts)
@@ -296,7 +303,7 @@ def _choose(facts: ModuleFacts, policy: Policy) -> _Choice:
             forced.update(more_tables)
             continue
         grow = [st for st in failed if st not in widened]
-        if grow and _widen(facts, refs, plans, grow, widened):
+        if grow and _widen(facts, refs, plans, grow, widened, race_free_returns):
             plans = dict(sorted(plans.items()))
             continue
         # Still no room: rewrite every reference to a cramped entry instead (see redirect.py).
@@ -320,7 +327,12 @@ def _choose(facts: ModuleFacts, policy: Policy) -> _Choice:
 
 
 def _widen(
-    facts: ModuleFacts, refs: _References, plans: dict[int, FunctionPlan], grow: list[int], widened: set[int]
+    facts: ModuleFacts,
+    refs: _References,
+    plans: dict[int, FunctionPlan],
+    grow: list[int],
+    widened: set[int],
+    race_free_returns: bool = False,
 ) -> bool:
     added = False
     for st in grow:
@@ -330,7 +342,7 @@ def _widen(
             a = fc.func.start
             if (abs(a - st) < 160 or a in sources) and a not in plans and not fc.problem:
                 try:
-                    plans[a] = plan_function(fc, facts)
+                    plans[a] = plan_function(fc, facts, race_free_returns)
                     added = True
                 except CfiguardError:
                     pass

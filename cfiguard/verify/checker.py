@@ -54,10 +54,10 @@ SIGRETURN = {"syscall": {15}, "int": {119, 173}}
 
 
 class _ClassCache(dict):
-    """mnemonic -> class, computed on first sight; `mov` and `lea` may start a guard unit."""
+    """mnemonic -> class, computed on first sight; `mov`, `lea` and `pop` may start a guard unit."""
 
     def __missing__(self, mnemonic: str) -> int | None:
-        c = self[mnemonic] = TRIGGER if mnemonic in ("mov", "lea") else classify(mnemonic)
+        c = self[mnemonic] = TRIGGER if mnemonic in ("mov", "lea", "pop") else classify(mnemonic)
         return c
 
 
@@ -488,7 +488,7 @@ class Verifier:
                     self._syscall(a, m, o, prev)
                 prev = (m, o)
                 if cls is TRIGGER:
-                    if o[:5] == "r11, " or o == "qword ptr [rsp - 8], r11" or o == "rsp, [rsp - 0x80]":
+                    if o[:5] == "r11, " or o in ("qword ptr [rsp - 8], r11", "rsp, [rsp - 0x80]", "r11"):
                         unit = match_unit(data, k, base)
                         if unit is not None:
                             self._unit(code, unit)

@@ -296,6 +296,11 @@ def match_unit(b: bytes, i: int, vaddr: int) -> Unit | None:
         if problem is None and p[3].reg in (10, 11):  # restored from the stack after the check: a race
             problem = f"jmp r{p[3].reg} uses the copy restored from the stack, not the checked value"
         return unit if problem is None else Unit(**{**unit.__dict__, "problem": problem})
+    if b[i : i + 2] == b"\x41\x5b":  # pop r11 + check + add r11, r10; jmp r11: the race-free return
+        c, t = i + 2, i + 2 + CHECK_LEN
+        if not (_fixed(b, c, CHECK) and b[t : t + 6] == JMP_TAIL):
+            return None
+        return _check_at(b, c, vaddr, "ret", a, vaddr + t + 6, vaddr + t + 3, [a, vaddr + t, vaddr + t + 3])
     load = _load_r11(b, i)
     if load is None:
         return None

@@ -11,6 +11,8 @@ import capstone
 
 from cfiguard.verify.guards import CHECK, CHECK_LEN, PRESERVE_HEAD, PRESERVE_TAIL, match_unit
 
+ROOT = Path(__file__).resolve().parents[2]
+
 ASM = """
         .text
         .globl main
@@ -137,3 +139,24 @@ def test_far_returns_are_refused_with_their_reason(tmp_path: Path) -> None:
         nm = subprocess.run(["objdump", "-d", str(exe)], capture_output=True, text=True).stdout
         at = int(next(ln for ln in nm.splitlines() if ln.strip().endswith(insn)).split(":")[0], 16)
         assert at in {s["address"] for s in far}, far
+
+
+def test_race_free_returns(tmp_path: Path) -> None:
+    """--race-free-returns: returns of functions that clobber r10/r11 pop their address once and jump through
+    the checked register. The program runs the same, verifies, and its return attack is still stopped."""
+    import re
+
+    exe, out = tmp_path / "fptr", tmp_path / "fptr.cfi"
+    subprocess.run(["gcc", "-O2", "-o", str(exe), str(ROOT / "samples/fptr.c")], check=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cfiguard.cli", "harden", str(exe), "-o", str(out), "--race-free-returns"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    want = subprocess.run([str(exe)], capture_output=True, text=True)
+    got = subprocess.run([str(out)], capture_output=True, text=True)
+    assert (got.returncode, got.stdout) == (want.returncode, want.stdout)
+    pops = re.findall(rb"\x41\x5b\x4c\x8d\x15.{4}\x4d\x29\xd3", out.read_bytes(), re.S)
+    assert pops, "no pop r11 return guard was emitted"
+    assert subprocess.run([sys.executable, "-m", "cfiguard.cli", "verify", str(out)]).returncode == 0
