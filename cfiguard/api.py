@@ -69,6 +69,7 @@ def harden(
     in_place: bool = False,
     verify: bool = True,
     race_free_returns: bool = False,
+    audit: bool = False,
 ) -> HardenResult:
     """Harden `input_path` into `output_path`. The input is never modified, unless `in_place` is given: then
     output_path must be input_path, and it is replaced atomically only after everything succeeded.
@@ -77,6 +78,9 @@ def harden(
     public API only) before anything is written. A switch dispatch that the rewriter proved safe but the
     verifier cannot re-prove is guarded instead, and the module rewritten, so that "safe" means the same to
     both. An output that still does not verify raises VerificationError and nothing is written.
+
+    `audit`: a violation is logged and the transfer goes on (a gradual roll-out); `cfiguard verify` fails
+    such a file unless --allow-audit.
 
     `race_free_returns`: returns of functions that clobber r10/r11 pop their address and jump through the
     checked register (no check-then-use window; unpairs the return-stack buffer: docs/guards.md).
@@ -96,7 +100,7 @@ def harden(
     verify_seconds = 0.0
     for round_ in range(MAX_PROOF_ROUNDS):
         rw: Rewritten = rewrite(
-            facts, policy, writer.first_free_vaddr(), writer.rodata_reserve(), race_free_returns
+            facts, policy, writer.first_free_vaddr(), writer.rodata_reserve(), race_free_returns, audit
         )
         result = HardenResult(
             input_path, output_path, rw.sites, rw.not_relocated, len(facts.functions), rw.relocated, 0.0
@@ -114,7 +118,7 @@ def harden(
         from cfiguard.verify import verify_bytes
 
         t1 = time.monotonic()
-        check = verify_bytes(data, output_path)
+        check = verify_bytes(data, output_path, allow_audit=audit)
         verify_seconds += time.monotonic() - t1
         unproven = sorted(
             {rw.switch_sites[f.address] for f in check.findings if f.address in rw.switch_sites}

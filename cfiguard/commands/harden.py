@@ -87,6 +87,13 @@ def harden(
         help="Skip the independent verification of the output (by default an output that fails "
         "`cfiguard verify` is not written, and harden exits 1).",
     ),
+    audit: bool = typer.Option(
+        False,
+        "--audit",
+        help="Audit mode, for a gradual roll-out: the hardened binary logs each violation "
+        "(`cfiguard: CFI violation (audit, continuing): ...`) and lets the transfer happen. "
+        "`cfiguard verify` fails such a file unless --allow-audit; `cfiguard info` shows the mode.",
+    ),
     race_free_returns: bool = typer.Option(
         False,
         "--race-free-returns",
@@ -152,6 +159,7 @@ def harden(
             verify=not no_verify,
             policy=policy,
             race_free_returns=race_free_returns,
+            audit=audit,
             report=None if rep is None else str(rep),
             cache=None if cache is None else os.fspath(cache),
         )

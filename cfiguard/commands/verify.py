@@ -38,6 +38,12 @@ def verify(
     output: Path | None = typer.Option(
         None, "-o", "--output", help="Write the report here instead of stdout."
     ),
+    allow_audit: bool = typer.Option(
+        False,
+        "--allow-audit",
+        help="Accept audit-mode binaries (`harden --audit`: violations are logged, not stopped). Without it "
+        "they fail with the `audit` finding, so a release gate never passes one silently.",
+    ),
 ) -> None:
     from cfiguard import __version__
     from cfiguard.verify import verify_file
@@ -46,7 +52,7 @@ def verify(
     if fmt not in ("text", "json", "sarif"):
         typer.echo(f"cfiguard: error: unknown --format {fmt!r} (use text, json or sarif)", err=True)
         raise typer.Exit(2)
-    results = [verify_file(str(f)) for f in files]
+    results = [verify_file(str(f), allow_audit=allow_audit) for f in files]
     for r in results:
         if r.error is not None:
             typer.echo(f"cfiguard: error: {r.path}: {r.error}", err=True)

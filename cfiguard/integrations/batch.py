@@ -30,6 +30,7 @@ class Job:
     verify: bool = True
     policy: str = "coarse"
     race_free_returns: bool = False
+    audit: bool = False
     report: str | None = None
     cache: str | None = None
     label: str | None = None  # the name shown instead of `input` (e.g. a member of a wheel)
@@ -37,7 +38,8 @@ class Job:
     def options(self) -> dict:
         """What the output bytes depend on, besides the input and cfiguard itself (the cache key)."""
         opts = {"strict": self.strict, "verify": self.verify, "policy": self.policy}
-        return opts | ({"race_free_returns": True} if self.race_free_returns else {})
+        opts |= {"race_free_returns": True} if self.race_free_returns else {}
+        return opts | ({"audit": True} if self.audit else {})
 
 
 @dataclass
@@ -134,6 +136,7 @@ def harden_one(job: Job) -> Outcome:
             in_place=job.in_place,
             verify=job.verify,
             race_free_returns=job.race_free_returns,
+            audit=job.audit,
         )
     except CfiguardError as e:
         partial = getattr(e, "result", None)  # --strict: the report still says which sites and why

@@ -7,12 +7,20 @@ bytes to the rewriter. It contains no `ret` and no indirect branch, so it adds n
 from __future__ import annotations
 
 from cfiguard.errors import RewriteError
-from cfiguard.runtime import AssemblyError, violation_handler
+from cfiguard.runtime import AssemblyError, audit_logger, violation_handler
 
 
 def handler_code() -> bytes:
     """Position-independent handler bytes: code, then its strings."""
     try:
         return violation_handler()
+    except AssemblyError as e:  # pragma: no cover
+        raise RewriteError(str(e)) from None
+
+
+def audit_logger_code() -> bytes:
+    """The audit logger (`harden --audit`): writes the violation message and returns."""
+    try:
+        return audit_logger()
     except AssemblyError as e:  # pragma: no cover
         raise RewriteError(str(e)) from None

@@ -31,6 +31,9 @@ from cfiguard.rewrite.guards import (
 )
 
 VIOL_STUB_SIZE = 27
+AUDIT_STUB_SIZE = 76
+_SAVE = b"\x48\x8d\xa4\x24\x00\xff\xff\xff\x9c\x50\x51\x52\x56\x57\x41\x50\x41\x51\x41\x52\x41\x53"
+_RESTORE = b"\x41\x5b\x41\x5a\x41\x59\x41\x58\x5f\x5e\x5a\x59\x58\x9d\x48\x8d\xa4\x24\x00\x01\x00\x00"
 _STACK = {"preserve": PRESERVE_STACK, "preserve_nf": PRESERVE_STACK_NF}
 
 
@@ -223,7 +226,7 @@ def emit_function(
             plan.switch_at[at] = s.old
         elif k == "ret_pop":
             t = template(k)
-            v = viol_stub(s.old, "ret")
+            v = viol_stub(s.old, "ret", at + template(k).ok)
             out += instantiate(
                 t,
                 at,
@@ -237,7 +240,7 @@ def emit_function(
             plan.sites.append((s.old, "ret", "inline"))
         elif k in ("ret", "ret_scratch"):
             t = template(k)
-            v = viol_stub(s.old, "ret")
+            v = viol_stub(s.old, "ret", at + template(k).ok)
             out += instantiate(
                 t,
                 at,
@@ -257,7 +260,7 @@ def emit_function(
             mask = CALL_MASK if k == "icall" else JMP_MASK
             out += mov
             g = at + len(mov)
-            v = viol_stub(s.old, kind)
+            v = viol_stub(s.old, kind, at + len(mov) + t.ok)
             out += instantiate(
                 t, g, layout.lo, layout.size, layout.table_distance, mask, v, x_stub(s.old, kind, g + t.ok)
             )
@@ -271,7 +274,7 @@ def emit_function(
             t = template(k)
             guard_at = at + len(head) + len(mov)
             out += head + mov
-            v = viol_stub(s.old, "jmp")
+            v = viol_stub(s.old, "jmp", guard_at + t.ok)
             x = x_stub(s.old, "jmp", guard_at + t.ok)
             out += instantiate(t, guard_at, layout.lo, layout.size, layout.table_distance, JMP_MASK, v, x)
             jmp_at = plan.new_start + len(out)
@@ -301,4 +304,19 @@ def violation_stub(at: int, site: int, kind: str, link_lo: int, handler: int) ->
     b += b"\xba" + KIND_CODE[kind].to_bytes(4, "little")
     b += encode.jmp_rel32(at + len(b), handler)
     assert len(b) == VIOL_STUB_SIZE
+    return b
+
+
+def audit_stub(at: int, site: int, kind: str, link_lo: int, logger: int, ok: int) -> bytes:
+    """The violation stub of `harden --audit`: log through the audit logger, then go on to the guard's .ok.
+
+    lea rsp, [rsp-256]; pushfq; push rax, rcx, rdx, rsi, rdi, r8-r11; movabs rdi, site; lea rsi, [r11 + lo];
+    mov edx, kind; call logger; pop them back; popfq; lea rsp, [rsp+256]; jmp ok  (76 bytes)."""
+    b = _SAVE + b"\x48\xbf" + site.to_bytes(8, "little")
+    b += b"\x49\x8d\xb3" + encode.s32(link_lo)
+    b += b"\xba" + KIND_CODE[kind].to_bytes(4, "little")
+    b += b"\xe8" + encode.s32(logger - (at + len(b) + 5))
+    b += _RESTORE
+    b += encode.jmp_rel32(at + len(b), ok)
+    assert len(b) == AUDIT_STUB_SIZE
     return b

@@ -27,12 +27,14 @@ from cfiguard.image.lsda import parse_lsda
 from cfiguard.policy.labels import CALL, JMP, RET, Policy
 from cfiguard.rewrite import xmod
 from cfiguard.rewrite.encode import s32 as encode_s32
-from cfiguard.rewrite.handler import handler_code
+from cfiguard.rewrite.handler import audit_logger_code, handler_code
 from cfiguard.rewrite.redirect import fast_redirects, redirect_patches, redirectable, relative_relocations
 from cfiguard.rewrite.relocate import (
+    AUDIT_STUB_SIZE,
     VIOL_STUB_SIZE,
     FunctionPlan,
     Layout,
+    audit_stub,
     emit_function,
     plan_function,
     violation_stub,
@@ -84,6 +86,7 @@ def rewrite(
     code_vaddr: int,
     rodata_reserve: int = 0,
     race_free_returns: bool = False,
+    audit: bool = False,
 ) -> Rewritten:
     image = facts.image
     choice = _choose(facts, policy, race_free_returns)
@@ -113,10 +116,12 @@ def rewrite(
                 n_kind["call"] += 1
             elif s.kind == "tailjmp" or s.kind.startswith("preserve"):
                 n_kind["jmp"] += 1
-    xstubs_vaddr = stubs_vaddr + n_sites * VIOL_STUB_SIZE
+    stub_size = AUDIT_STUB_SIZE if audit else VIOL_STUB_SIZE
+    xstubs_vaddr = stubs_vaddr + n_sites * stub_size
     xstubs_size = sum(n * xmod.stub_size(k) for k, n in n_kind.items())
     handler_vaddr = xstubs_vaddr + xstubs_size
-    code_end = handler_vaddr + len(handler_code())
+    handler = audit_logger_code() if audit else handler_code()
+    code_end = handler_vaddr + len(handler)
     # From the page start: the kernel maps the whole first page executable, including any bytes of the file
     # before the segment (lld starts segments mid-page); inside [lo, hi) they carry no label.
     lo = min(s.vaddr for s in image.code_segments) & -PAGE
@@ -143,9 +148,9 @@ def rewrite(
     # --- 5. emit
     stubs: dict[int, tuple[int, str]] = {}  # site -> (slot among the violation stubs, kind)
 
-    def viol_stub(site: int, kind: str) -> int:
-        slot, _ = stubs.setdefault(site, (len(stubs), kind))
-        return stubs_vaddr + slot * VIOL_STUB_SIZE
+    def viol_stub(site: int, kind: str, ok: int | None = None) -> int:
+        slot, _, _ = stubs.setdefault(site, (len(stubs), kind, ok))
+        return stubs_vaddr + slot * stub_size
 
     xstubs: list[tuple[int, str, int, int]] = []  # (address, kind, ok, violation stub)
     x_next = [xstubs_vaddr]
@@ -173,8 +178,12 @@ def rewrite(
             x_stub,
         )
     code += b"\xcc" * (stubs_vaddr - code_vaddr - len(code))
-    for site, (slot, kind) in stubs.items():
-        code += violation_stub(stubs_vaddr + slot * VIOL_STUB_SIZE, site, kind, lo, handler_vaddr)
+    for site, (slot, kind, ok) in stubs.items():
+        at = stubs_vaddr + slot * stub_size
+        if audit:
+            code += audit_stub(at, site, kind, lo, handler_vaddr, ok)
+        else:
+            code += violation_stub(at, site, kind, lo, handler_vaddr)
     mod_lo = min(s.vaddr for s in image.segments) & -PAGE
     mod_size = table_vaddr + size - mod_lo  # everything this module maps, the new segments included
     for at, kind, ok, bad in xstubs:
@@ -184,7 +193,7 @@ def rewrite(
         raise RewriteError("cross-module stubs do not fill their planned space")
     if len(stubs) != n_sites:
         raise RewriteError(f"planned {n_sites} guarded sites, emitted {len(stubs)}")
-    code += handler_code()
+    code += handler
     assert code_vaddr + len(code) == code_end
 
     table = bytearray(size)
@@ -223,6 +232,7 @@ def rewrite(
             "xmod_stubs": [xstubs_vaddr, handler_vaddr],
             "module": [mod_lo, mod_lo + mod_size],
             "handler": handler_vaddr,
+            "mode": "audit" if audit else "enforce",
             "classes": {"ret": RET, "call": CALL, "jmp": JMP},
             # Provenance, for `cfiguard info` (the verifier does not read these). No wall-clock time: the
             # output must stay byte-identical; the date is SOURCE_DATE_EPOCH's (reproducible-builds.org).

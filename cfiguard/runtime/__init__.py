@@ -4,6 +4,9 @@ Nothing here imports the rewriter: the rewriter asks for a component's bytes and
 component needs are appended after its code, as `name:` labels the source refers to rip-relative.
 
 - `handler.s`: the violation handler (one per module): blocks every signal, writes the message, dies.
+- `message.s`: the message formatting and write shared by the handler and the audit logger.
+- `audit.s`: the audit logger (`harden --audit`): writes the message and returns.
+- `xmod_ret.s`, `xmod_fwd.s`: the cross-module stubs (one per guarded site).
 """
 
 from __future__ import annotations
@@ -47,5 +50,35 @@ def assemble(name: str, strings: tuple[tuple[str, bytes], ...] = ()) -> bytes:
     return bytes(enc)
 
 
+AUDIT_PREFIX = b"cfiguard: CFI violation (audit, continuing): "
+
+
+def composed(name: str, prefix: bytes) -> str:
+    """Source of `name` with the shared message code (message.s) put in, for a message starting `prefix`."""
+    message = source("message.s").replace("{prefix_len}", str(len(prefix)))
+    return source(name).replace("{message}", message)
+
+
+@cache
+def _assemble_text(text: str, strings: tuple[tuple[str, bytes], ...]) -> bytes:
+    import keystone
+
+    for label, value in strings:
+        text += f"\n{label}:\n" + "".join(f"    .byte {b}\n" for b in value)
+    try:
+        ks = keystone.Ks(keystone.KS_ARCH_X86, keystone.KS_MODE_64)
+        enc, _ = ks.asm(text, 0)
+    except keystone.KsError as e:
+        raise AssemblyError(f"keystone failed: {e}") from None
+    return bytes(enc)
+
+
 def violation_handler() -> bytes:
-    return assemble("handler.s", tuple(VIOLATION_STRINGS.items()))
+    return _assemble_text(
+        composed("handler.s", VIOLATION_STRINGS["s_prefix"]), tuple(VIOLATION_STRINGS.items())
+    )
+
+
+def audit_logger() -> bytes:
+    strings = {**VIOLATION_STRINGS, "s_prefix": AUDIT_PREFIX}
+    return _assemble_text(composed("audit.s", AUDIT_PREFIX), tuple(strings.items()))

@@ -1,17 +1,11 @@
 """The verification itself: segment and layout checks, then a recursive-traversal disassembly with the invariant.
 
-The manifest written by the rewriter is only a hint: each claim in it is checked against the program headers
-and the bytes, and nothing in it is needed for soundness except as a value to compare with (the guards must
-agree with it and it must agree with the segments). Decoding starts from every way into the module (ELF entry,
-exported functions, init/fini functions and arrays, every labelled address) and follows direct branches and
-fall-through. Each byte of executable code has a state (not decoded, instruction start, inside an instruction,
-inside a guard unit); a state only ever moves towards "instruction start", so every address is decoded at most
-once and the traversal ends on any input. A guard is consumed as one unit, so a label or branch target inside it
-is seen as landing inside it, and any ret / indirect call / indirect jmp decoded on its own is unguarded.
-
-Capstone is used in lite mode on linear runs (one call decodes a batch of instructions; the run is cut at the
-first instruction that ends it or joins decoded code), which keeps verifying a large binary cheaper than
-hardening it.
+The manifest is only a hint: each claim is checked against the program headers and the bytes. Decoding starts
+from every way into the module (ELF entry, exports, what ld.so calls, every labelled address) and follows direct
+branches and fall-through. Each byte of code has a state (not decoded, instruction start, inside an
+instruction, inside a guard unit) that only moves towards "instruction start", so the traversal ends on any
+input. A guard is one unit: a label or branch landing inside it is a finding, and any ret / indirect call /
+indirect jmp decoded on its own is unguarded. Capstone runs in lite mode on linear runs (docs/verifier.md).
 """
 
 from __future__ import annotations
@@ -86,6 +80,7 @@ CHECKS = {
     "bad-target": "An entry or direct branch target lies outside executable code.",
     "unsupported": "A reachable far or privileged control transfer.",
     "loader": "ld.so would call code in this module that the verifier cannot determine.",
+    "audit": "The binary is in audit mode (violations logged, not stopped); --allow-audit accepts it.",
     "syscall": "A system call that transfers control (rt_sigreturn) is reachable.",
     "internal": "The verifier failed unexpectedly (treated as a verification failure).",
 }
@@ -146,8 +141,10 @@ class _Code:
 class Verifier:
     """All checks of one file. Findings accumulate in `self.findings`; nothing stops at the first one."""
 
-    def __init__(self, elf: Elf) -> None:
+    def __init__(self, elf: Elf, allow_audit: bool = False) -> None:
         self.elf = elf
+        self.allow_audit = allow_audit
+        self.audit = False  # the manifest says mode "audit" (violations logged, not stopped)
         self.findings: list[Finding] = []
         self._per_check: Counter[str] = Counter()
         self.md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
@@ -193,6 +190,9 @@ class Verifier:
             return
         self.lo, self.size, self.distance = manifest["lo"], manifest["size"], manifest["table_distance"]
         self.handler = manifest["handler"]
+        self.audit = manifest.get("mode") == "audit"
+        if self.audit and not self.allow_audit:
+            self.add("audit", None, "audit-mode binary: violations are logged and the program goes on")
         self._module(manifest.get("module"))
         self._layout(manifest["table"])
         self.code = [
@@ -252,8 +252,7 @@ class Verifier:
                     self.add(
                         "elf",
                         b.vaddr,
-                        f"segments at {a.vaddr:#x} and {b.vaddr:#x} share pages: which bytes are mapped "
-                        "there depends on load order",
+                        f"segments at {a.vaddr:#x} and {b.vaddr:#x} share pages (order decides)",
                     )
         if elf.dyn(elfmod.DT_TEXTREL) is not None or (elf.dyn(elfmod.DT_FLAGS) or 0) & elfmod.DF_TEXTREL:
             self.add("code-writable", None, "DT_TEXTREL: the loader makes code writable to relocate it")
@@ -261,22 +260,15 @@ class Verifier:
         if not stack or stack[0].flags & PF_X:
             self.add("exec-stack", None, "PT_GNU_STACK is missing or executable")
 
-    def _module(self, module: object) -> None:
+    def _module(self, m: object) -> None:
         """The module's loaded span, which cross-module stubs treat as "this module, not code": it must cover
         every PT_LOAD, or an address of the module's own data would pass as another module's."""
+        lo, hi = m if isinstance(m, list) and len(m) == 2 and all(type(v) is int for v in m) else (1, 0)
         loads = self.elf.loads
-        ok = (
-            isinstance(module, list)
-            and len(module) == 2
-            and all(isinstance(v, int) and not isinstance(v, bool) for v in module)
-            and module[0] <= min(s.vaddr for s in loads) & -PAGE
-            and module[1] >= max(s.end for s in loads)
-            and 0 < module[1] - module[0] < 1 << 32
-        )
-        if ok:
-            self.module = (module[0], module[1])
+        if lo <= min(s.vaddr for s in loads) & -PAGE and max(s.end for s in loads) <= hi < lo + (1 << 32):
+            self.module = (lo, hi)
         else:
-            self.add("manifest", None, f"module span {module!r} does not cover every PT_LOAD")
+            self.add("manifest", None, f"module span {m!r} does not cover every PT_LOAD")
 
     def _relocated_slots(self) -> None:
         """ld.so writes every relocation slot: none may lie in the pages of code or of the label table."""
@@ -578,11 +570,7 @@ class Verifier:
             n = int(po[5:], 0)
         kind = "syscall" if m == "syscall" else "int"
         if n is not None and n in SIGRETURN.get(kind, ()):
-            self.add(
-                "syscall",
-                a,
-                f"`{_text(m, o)}` with number {n} is rt_sigreturn: it loads rip and rsp from memory",
-            )
+            self.add("syscall", a, f"`{_text(m, o)}` with number {n} is rt_sigreturn (rip, rsp from memory)")
         elif n is None:
             self.warn("syscall", a, f"`{_text(m, o)}` with a number the verifier cannot determine")
         else:
@@ -678,22 +666,26 @@ class Verifier:
             self.add("guard-range", u.branch, f"{where}: cmp uses size {u.size:#x}, not {self.size:#x}")
         if u.distance != self.distance:
             self.add(
-                "guard-table", u.branch, f"{where}: table distance {u.distance:#x}, not {self.distance:#x}"
+                "guard-table", u.branch, f"{where}: table distance {u.distance:#x} != {self.distance:#x}"
             )
         if u.mask != MASK[u.kind]:
-            self.add(
-                "guard-class", u.branch, f"{where}: tests class mask {u.mask:#x}, expected {MASK[u.kind]:#x}"
-            )
-        key = (u.stub, u.kind)
+            self.add("guard-class", u.branch, f"{where}: class mask {u.mask:#x}, expected {MASK[u.kind]:#x}")
+        ok = u.check + G.CHECK_LEN
+        key = (u.stub, u.kind, ok if self.audit else 0)
         if key not in self._stubs:
             sc = self._code_at(u.stub)
             problem = "jz target is not in executable code"
             if sc is not None:
-                problem = stub_problem(sc.data, u.stub - sc.vaddr, sc.vaddr, self.lo, self.handler, u.kind)
+                k = u.stub - sc.vaddr
+                if self.audit:  # log, then go on to this guard's .ok
+                    problem = G.audit_stub_problem(sc.data, k, sc.vaddr, self.lo, self.handler, u.kind, ok)
+                else:
+                    problem = stub_problem(sc.data, k, sc.vaddr, self.lo, self.handler, u.kind)
             self._stubs[key] = problem
         if self._stubs[key]:
             self.add("guard-stub", u.branch, f"{where}: {self._stubs[key]}")
-        self.work.append((u.stub, u.check + 32))
+        if not self.audit:  # an audit stub is matched exactly above; its only exits are the logger and .ok
+            self.work.append((u.stub, u.check + 32))
         self._xstub(u)
 
     def _xstub(self, u: Unit) -> None:
@@ -702,16 +694,12 @@ class Verifier:
         sc = self._code_at(u.xmod)
         where = f"the {u.kind} guard at {u.start:#x}"
         if sc is None or self.module is None:
-            self.add(
-                "guard-xmod", u.branch, f"{where}: jae target {u.xmod:#x} is not a cross-module stub in code"
-            )
-            return
+            return self.add("guard-xmod", u.branch, f"{where}: jae target {u.xmod:#x} is no stub in code")
         k = u.xmod - sc.vaddr
         ok = u.check + G.CHECK_LEN
         problem = G.xstub_problem(sc.data, k, sc.vaddr, u.kind, self.lo, self.module, ok, u.stub)
         if problem:
-            self.add("guard-xmod", u.branch, f"{where}: {problem}")
-            return
+            return self.add("guard-xmod", u.branch, f"{where}: {problem}")
         n = len((G.XRET if u.kind == "ret" else G.XFWD)[0])
         st = sc.state
         if any(st[k : k + n]) and st[k : k + n] != bytes([GUARDED]) * n:
@@ -807,6 +795,9 @@ class Verifier:
                     break
                 seen.add(addr)
                 cls = classify(m)
+                if cls == RET and self.audit:  # the audit logger returns to its stub (audit mode only)
+                    ended = True
+                    break
                 if cls in (RET, FAR) or (cls in (CALL, JUMP, COND) and o[:2] != "0x"):
                     self.add("handler", addr, f"violation handler contains `{_text(m, o)}`")
                     ended = True
@@ -828,14 +819,10 @@ class Verifier:
                 self.add("handler", a, f"violation handler code from {a:#x} does not decode to a stop")
         if todo:
             self.add(
-                "handler", self.handler, "violation handler is too large to check (over 10000 instructions)"
+                "handler", self.handler, "violation handler too large to check (over 10000 instructions)"
             )
         for a in sorted(targets.intersection(syscalls)):
-            self.add(
-                "handler",
-                a,
-                f"a branch in the violation handler skips the number set for the syscall at {a:#x}",
-            )
+            self.add("handler", a, f"a branch in the handler skips the number set for the syscall at {a:#x}")
 
 
 IMM_RE = re.compile(r"^(0x[0-9a-f]+|\d+)$")
@@ -875,7 +862,7 @@ def _describe(src: int | str | None) -> str:
     return f"branch at {src:#x}" if isinstance(src, int) else str(src)
 
 
-def verify_file(path: str) -> Result:
+def verify_file(path: str, allow_audit: bool = False) -> Result:
     """Verify one file. Never raises for a bad input: unusable inputs set `error`, the rest become findings."""
     try:
         with open(path, "rb") as f:
@@ -884,10 +871,10 @@ def verify_file(path: str) -> Result:
         result = Result(path)
         result.error = f"cannot read: {e.strerror or e}"
         return result
-    return verify_bytes(data, path)
+    return verify_bytes(data, path, allow_audit)
 
 
-def verify_bytes(data: bytes, path: str = "<memory>") -> Result:
+def verify_bytes(data: bytes, path: str = "<memory>", allow_audit: bool = False) -> Result:
     """Verify an image held in memory (`path` only names it in the result). Same contract as verify_file."""
     t0 = time.monotonic()
     result = Result(path)
@@ -899,7 +886,7 @@ def verify_bytes(data: bytes, path: str = "<memory>") -> Result:
     except (Malformed, struct.error) as e:
         result.findings.append(Finding("elf", None, f"malformed ELF: {e}"))
         return result
-    v = Verifier(elf)
+    v = Verifier(elf, allow_audit)
     try:
         v.run()
     except (Malformed, struct.error) as e:

@@ -65,16 +65,12 @@ XFWD = _stub_form(
 # The same two first checks, then: a call ends at T (e8 rel32, or ff /2 of 2, 3, 4, 6, 7 bytes), or T is the
 # signal restorer (48 c7 c0 0f 00 00 00 0f 05) or __start_context (48 89 dc 48 8b 3c 24); else bad.
 XRET = _stub_form(
-    "4d01d3 4c8d15 <modlo> 49f7da 4d01da 4981fa <modsize> 0f82b5000000"
-    " 41807bfbe8 0f84b9000000"
-    " 450fb753fe 4181e2ff380000 4181faff100000 0f84a0000000"
-    " 450fb753fd 4181e2ff380000 4181faff100000 0f8487000000"
-    " 450fb753fc 4181e2ff380000 4181faff100000 7472"
-    " 450fb753fa 4181e2ff380000 4181faff100000 745d"
-    " 450fb753f9 4181e2ff380000 4181faff100000 7448"
-    " 458b13 4181fa48c7c00f 7511 41817b04 0000000f 7507 41807b0805 742b"
-    " 458b13 4181fa4889dc48 7510 6641817b048b3c 7507 41807b0624 740f"
-    " 4c8d15 <lo> 4d29d3 e9 <bad> 4c8d15 <lo> 4d29d3 e9 <ok>"
+    "4d01d3 4c8d15 <modlo> 49f7da 4d01da 4981fa <modsize> 0f82b5000000 41807bfbe8 0f84b9000000 450fb753fe"
+    " 4181e2ff380000 4181faff100000 0f84a0000000 450fb753fd 4181e2ff380000 4181faff100000 0f8487000000"
+    " 450fb753fc 4181e2ff380000 4181faff100000 7472 450fb753fa 4181e2ff380000 4181faff100000 745d 450fb753f9"
+    " 4181e2ff380000 4181faff100000 7448 458b13 4181fa48c7c00f 7511 41817b040000000f 7507 41807b0805 742b"
+    " 458b13 4181fa4889dc48 7510 6641817b048b3c 7507 41807b0624 740f 4c8d15 <lo> 4d29d3 e9 <bad> 4c8d15 <lo>"
+    " 4d29d3 e9 <ok>"
 )
 
 
@@ -355,6 +351,27 @@ def stub_problem(b: bytes, i: int, vaddr: int, lo: int, handler: int, kind: str)
     target = vaddr + i + STUB_LEN + _s32(s, 23)
     if target != handler:
         return f"violation stub jumps to {target:#x}, not to the handler {handler:#x}"
+    return None
+
+
+AUDIT_SAVE = bytes.fromhex("488da42400ffffff9c505152565741504151415241 53".replace(" ", ""))
+AUDIT_RESTORE = bytes.fromhex("415b415a41594158 5f5e5a5958 9d 488da42400010000".replace(" ", ""))
+
+
+def audit_stub_problem(b: bytes, i: int, vaddr: int, lo: int, logger: int, kind: str, ok: int) -> str | None:
+    """Why b[i:] is not the audit-mode stub of a `kind` guard: save, movabs rdi, site; lea rsi, [r11 + lo];
+    mov edx, kind; call logger; restore; jmp ok (the guard's .ok: the transfer goes on after the log)."""
+    s = b[i : i + 76] if i >= 0 else b""
+    if len(s) != 76 or s[:22] != AUDIT_SAVE or s[22:24] != b"\x48\xbf" or s[32:35] != b"\x49\x8d\xb3":
+        return "jz target is not an audit stub"
+    if s[39] != 0xBA or s[44] != 0xE8 or s[49:71] != AUDIT_RESTORE or s[71] != 0xE9:
+        return "jz target is not an audit stub"
+    if _s32(s, 35) != lo - (1 << 32 if lo >= 1 << 31 else 0) or _s32(s, 40) != KIND_CODE[kind]:
+        return "audit stub reports a different lo or kind"
+    if vaddr + i + 49 + _s32(s, 45) != logger:
+        return "audit stub does not call the audit logger"
+    if vaddr + i + 76 + _s32(s, 72) != ok:
+        return "audit stub does not go on to its guard's .ok"
     return None
 
 
