@@ -41,6 +41,7 @@ from cfiguard.rewrite.relocate import (
 )
 from cfiguard.rewrite.stubs import Region, assign_slots, place_in_region, render_region, render_short_jumps
 from cfiguard.rewrite.unwind import FdeOut, build_eh_frame, build_eh_frame_hdr, build_lsda, remap_cfa_program
+from cfiguard.runtime import symtab_field
 
 PAGE = 0x1000
 FUNC_ALIGN = 16
@@ -140,6 +141,9 @@ def rewrite(
     rodata = bytearray(lsda_blob)
     rodata += bytes(eh_vaddr - rodata_vaddr - len(rodata)) + eh_frame
     rodata += bytes(hdr_vaddr - rodata_vaddr - len(rodata)) + hdr
+    # the function names the violation handler prints after a site ("(in f+0x1c)"), when the file has symbols
+    symtab_vaddr = _align(rodata_vaddr + len(rodata), 8)
+    rodata += bytes(symtab_vaddr - rodata_vaddr - len(rodata)) + _symtab(image)
 
     # --- 4. table
     table_vaddr = _align(rodata_vaddr + len(rodata) + rodata_reserve, PAGE)
@@ -193,7 +197,9 @@ def rewrite(
         raise RewriteError("cross-module stubs do not fill their planned space")
     if len(stubs) != n_sites:
         raise RewriteError(f"planned {n_sites} guarded sites, emitted {len(stubs)}")
+    field = handler_vaddr - code_vaddr + symtab_field(handler)
     code += handler
+    code[field : field + 4] = encode_s32(symtab_vaddr - (code_vaddr + field + 4))
     assert code_vaddr + len(code) == code_end
 
     table = bytearray(size)
@@ -600,6 +606,21 @@ def _table_patches(choice: _Choice, resolve) -> list[tuple[int, bytes]]:
             data = b"".join(encode_s32(resolve(t) - jt.relative_to) for t in jt.targets)
         out.append((jt.table, data))
     return out
+
+
+def _symtab(image) -> bytes:
+    """u64 count, then (u64 address, u64 name offset) per function symbol, sorted, then the names."""
+    import struct
+
+    names: dict[int, str] = {}
+    for sym in sorted(image.symbols, key=lambda x: (x.addr, not x.exported, x.name)):
+        if sym.addr and sym.name and image.is_code(sym.addr):
+            names.setdefault(sym.addr, sym.name)
+    blob, strings = bytearray(struct.pack("<Q", len(names))), bytearray()
+    for addr, name in sorted(names.items()):
+        blob += struct.pack("<QQ", addr, len(strings))
+        strings += name.encode("utf-8", "replace")[:200] + b"\0"
+    return bytes(blob + strings)
 
 
 def _old_code_patches(choice: _Choice, resolve) -> list[tuple[int, bytes]]:

@@ -22,7 +22,17 @@ VIOLATION_STRINGS = {
     "s_at": b" at 0x",
     "s_arrow": b" -> 0x",
     "s_digits": b"0123456789abcdef",
+    "s_in": b" (in ",
 }
+SYMTAB_PLACEHOLDER = bytes.fromhex("48 8d 1d 64 63 62 61".replace(" ", ""))  # lea rbx, [rip + SYMTAB]
+
+
+def symtab_field(code: bytes) -> int:
+    """Offset of the rel32 of `lea rbx, [rip + SYMTAB]` in a handler or logger, for the rewriter to patch."""
+    k = code.find(SYMTAB_PLACEHOLDER)
+    if k < 0 or code.find(SYMTAB_PLACEHOLDER, k + 1) >= 0:
+        raise AssemblyError("the SYMTAB field is missing or ambiguous")
+    return k + 3
 
 
 class AssemblyError(Exception):

@@ -11,7 +11,8 @@
     push r12
     push r13
     push r14
-    mov rbx, rsp
+    push r15
+    mov r15, rsp                 # message.s uses rbx (the symbol table)
     cld
     mov r12, rdi                 # site
     mov r13, rsi                 # target
@@ -19,7 +20,8 @@
     and rsp, -16
     sub rsp, 512
 {message}
-    mov rsp, rbx
+    mov rsp, r15
+    pop r15
     pop r14
     pop r13
     pop r12

@@ -101,3 +101,31 @@ def test_handler_cannot_be_abandoned(tmp_path: Path) -> None:
     proc = subprocess.run([str(out), off], capture_output=True, text=True, timeout=30)
     assert proc.returncode == -signal.SIGABRT and "cfiguard: CFI violation: call at 0x" in proc.stderr
     assert "survived" not in proc.stdout
+
+
+def test_violation_message_names_the_function(tmp_path: Path) -> None:
+    """With symbols, the message ends with the function that holds the site: `(in f+0x<offset>)`."""
+    exe = tmp_path / "attack_fptr"
+    subprocess.run(["gcc", "-O2", "-o", str(exe), str(ROOT / "samples/attack_fptr.c")], check=True)
+    stripped = tmp_path / "attack_fptr.stripped"
+    subprocess.run(["strip", "-o", str(stripped), str(exe)], check=True)
+    nm = subprocess.run(["nm", str(exe)], capture_output=True, text=True, check=True).stdout
+    funcs = sorted(
+        (int(m.group(1), 16), m.group(2)) for m in re.finditer(r"^([0-9a-f]+) [tTwW] (\S+)$", nm, re.M)
+    )
+    sym = dict((n, a) for a, n in funcs)
+    off = f"{sym['win'] - sym['ref']:x}"
+    for src, named in ((exe, True), (stripped, False)):
+        out = tmp_path / (src.name + ".cfi")
+        subprocess.run([sys.executable, "-m", "cfiguard.cli", "harden", str(src), "-o", str(out)], check=True)
+        err = subprocess.run([str(out), off], capture_output=True, text=True).stderr
+        m = re.search(
+            r"CFI violation: \w+ at 0x([0-9a-f]+) -> 0x[0-9a-f]+(?: \(in (\S+)\+0x([0-9a-f]+)\))?$", err, re.M
+        )
+        assert m, err
+        if not named:
+            assert m.group(2) is None
+            continue
+        site = int(m.group(1), 16)
+        start, name = max((a, n) for a, n in funcs if a <= site)
+        assert (m.group(2), int(m.group(3), 16)) == (name, site - start)
