@@ -6,6 +6,9 @@ Knobs (environment):
   CFIGUARD_REALWORLD_OUT=DIR    keep results (JSON, logs, hardened files of failures) in DIR
   CFIGUARD_REALWORLD_JOBS=N     parallel jobs for hardening and test runners (default 2)
   CFIGUARD_HARDEN_TIMEOUT=S     timeout of one `cfiguard harden` (default 1800 s)
+  CFIGUARD_SOURCE=DIR           run the cfiguard package found in DIR (e.g. `git archive HEAD cfiguard`
+                                unpacked there) instead of this checkout's: a long sweep stays on one version
+                                while the work tree changes
 """
 
 from __future__ import annotations
@@ -44,6 +47,23 @@ def jobs() -> int:
     return max(1, int(os.environ.get("CFIGUARD_REALWORLD_JOBS", "2")))
 
 
+def source_dir() -> Path:
+    """The directory whose `cfiguard` package the CLI runs from (CFIGUARD_SOURCE, default the repo)."""
+    return Path(os.environ.get("CFIGUARD_SOURCE") or REPO).resolve()
+
+
+def cli_env() -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=prepend_path("PYTHONPATH", str(source_dir()), os.environ))
+
+
+def cli_command(*args: str) -> list[str]:
+    """`python -m cfiguard.cli ARGS` running the package of source_dir(). `-P` (Python 3.11+) keeps the
+    current directory off sys.path: run from a checkout, `-m` would otherwise import the checkout's
+    package, whatever PYTHONPATH says."""
+    safe = ["-P"] if sys.version_info >= (3, 11) else []
+    return [sys.executable, *safe, "-m", "cfiguard.cli", *args]
+
+
 def harden_timeout() -> float:
     return float(os.environ.get("CFIGUARD_HARDEN_TIMEOUT", "1800"))
 
@@ -68,9 +88,31 @@ def prepend_path(var: str, value: str, env: Mapping[str, str]) -> str:
 
 
 @dataclass
+class Finding:
+    """One finding of the verifier (from a harden report's `verification.findings`, harden's stderr, or
+    `cfiguard verify --format json`)."""
+
+    check: str
+    address: int | None
+    reason: str
+
+    def as_dict(self) -> dict:
+        return {
+            "check": self.check,
+            "address": None if self.address is None else hex(self.address),
+            "reason": self.reason,
+        }
+
+
+# harden's stderr when its own output fails verification: `cfiguard: [0xADDR: ]CHECK: REASON`
+_FINDING_LINE = re.compile(r"^cfiguard: (?:(0x[0-9a-fA-F]+): )?([a-z][a-z0-9_-]*): (.*)$")
+
+
+@dataclass
 class Hardened:
-    """One run of `cfiguard harden`. status: ok (exit 0), refused (exit 2), crashed (any other exit),
-    timeout."""
+    """One run of `cfiguard harden`. status: ok (exit 0), unverified (exit 1: the output did not pass the
+    independent verifier, nothing was written), refused (exit 2 with a `cfiguard: error:` line: unusable
+    input), crashed (exit 2 with an internal error, or any other exit), timeout."""
 
     src: str
     out: Path
@@ -84,7 +126,22 @@ class Hardened:
     def status(self) -> str:
         if self.rc is None:
             return "timeout"
-        return {0: "ok", 2: "refused"}.get(self.rc, "crashed")
+        if self.rc == 2 and ": internal error (" in self.error_line:
+            return "crashed"  # an unexpected exception, reported as one line with exit 2: not by design
+        return {0: "ok", 1: "unverified", 2: "refused"}.get(self.rc, "crashed")
+
+    @property
+    def findings(self) -> list[Finding]:
+        """The verifier's findings when harden exited 1 (from the report, else from stderr)."""
+        ver = (self.report or {}).get("verification") or {}
+        if ver.get("findings"):
+            return [Finding(f["check"], f.get("address"), f.get("reason") or "") for f in ver["findings"]]
+        out = []
+        for ln in self.stderr.splitlines():
+            m = _FINDING_LINE.match(ln)
+            if m and m.group(2) != "error":
+                out.append(Finding(m.group(2), int(m.group(1), 16) if m.group(1) else None, m.group(3)))
+        return out
 
     @property
     def error_line(self) -> str:
@@ -103,8 +160,8 @@ class Hardened:
 def harden(src: str | Path, out: Path, report: Path | None = None, timeout: float | None = None) -> Hardened:
     """Run the real CLI (`python -m cfiguard.cli harden SRC -o OUT --report R`) on `src`."""
     report = report or out.with_name(out.name + ".report.json")
-    cmd = [sys.executable, "-m", "cfiguard.cli", "harden", str(src), "-o", str(out), "--report", str(report)]
-    env = dict(os.environ, PYTHONPATH=prepend_path("PYTHONPATH", str(REPO), os.environ))
+    cmd = cli_command("harden", str(src), "-o", str(out), "--report", str(report))
+    env = cli_env()
     t0 = time.monotonic()
     try:
         proc = subprocess.run(
@@ -123,7 +180,57 @@ def harden(src: str | Path, out: Path, report: Path | None = None, timeout: floa
     if rc == 0:
         h.report = json.loads(report.read_text())
         h.problems = report_problems(h.report)
+    elif rc == 1 and report.exists():  # not verified: the report of the rejected output is still written
+        try:
+            h.report = json.loads(report.read_text())
+        except ValueError:
+            pass
     return h
+
+
+@dataclass
+class Verified:
+    """One run of `cfiguard verify FILE` (exit 0 verified, 1 findings, 2 unusable; None: timed out)."""
+
+    rc: int | None
+    findings: list[Finding]
+    error: str | None
+    seconds: float
+
+    @property
+    def status(self) -> str:
+        if self.rc is None:
+            return "timeout"
+        return {0: "verified", 1: "failed", 2: "unusable"}.get(self.rc, "crashed")
+
+
+def verify(path: str | Path, timeout: float | None = None) -> Verified:
+    """Run the real CLI (`python -m cfiguard.cli verify --format json FILE`) as a separate process."""
+    cmd = cli_command("verify", "--format", "json", str(path))
+    env = cli_env()
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            env=env,
+            stdin=subprocess.DEVNULL,
+            timeout=timeout or harden_timeout(),
+        )
+    except subprocess.TimeoutExpired as e:
+        return Verified(None, [], f"cfiguard verify timed out after {e.timeout:.0f} s", time.monotonic() - t0)
+    findings: list[Finding] = []
+    error = None
+    try:
+        for f in json.loads(proc.stdout)["files"]:
+            error = error or f.get("error")
+            findings += [Finding(x["check"], x.get("address"), x.get("reason") or "") for x in f["findings"]]
+    except (ValueError, KeyError, TypeError):
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        error = lines[-1] if lines else f"cfiguard verify exited {proc.returncode} with no JSON output"
+    return Verified(proc.returncode, findings, error, time.monotonic() - t0)
 
 
 def report_problems(doc: dict) -> list[str]:
